@@ -1,0 +1,22 @@
+"""flaxlike: a purely functional, Linen-style neural-network library for JAX.
+
+``import flaxlike as nn`` gives the whole ``flaxlike.linen`` namespace; the submodules
+``core``, ``serialization``, ``struct``, ``traverse_util``, ``errors`` and ``training``
+mirror Flax's ``flax.X``.
+"""
+
+from flaxlike import core as core
+from flaxlike import errors as errors
+from flaxlike import linen as linen
+from flaxlike import serialization as serialization
+from flaxlike import struct as struct
+from flaxlike import traverse_util as traverse_util
+from flaxlike.configurations import config as config
+from flaxlike.linen import *  # noqa: F403  (the Linen namespace, listed in linen/__init__)
+from flaxlike.linen import activation as activation
+from flaxlike.linen import dtypes as dtypes
+from flaxlike.linen import initializers as initializers
+from flaxlike.linen import linear as linear
+from flaxlike.linen import module as module
+
+__version__ = '0.1.0'

@@ -1,0 +1,94 @@
+"""Global behaviour flags, named as in Flax so existing configuration keeps working.
+
+Each flag starts from its default, can be overridden by an environment variable of the
+same name in upper case (``FLAX_FIX_RNG_SEPARATOR=1``), and changed at run time with
+``flaxlike.config.update(name, value)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+_TRUE_STRINGS = frozenset({'1', 'true', 'yes', 'on', 't', 'y'})
+_FALSE_STRINGS = frozenset({'0', 'false', 'no', 'off', 'f', 'n', ''})
+
+# name -> (default, help). Only flags that change behaviour in flaxlike are listed.
+_FLAG_DEFAULTS: dict[str, tuple[Any, str]] = {
+  'flax_fix_rng_separator': (
+    False,
+    'Hash a 0x00 byte before each path element when deriving RNG keys. Changes every '
+    'initial value; off to match Linen.',
+  ),
+  'flax_return_frozendict': (
+    False,
+    'Return FrozenDicts instead of plain dicts from init and apply.',
+  ),
+  'flax_preserve_adopted_names': (
+    False,
+    'Keep the name= of a module passed in as a field instead of naming it after the field.',
+  ),
+  'flax_profile': (
+    False,
+    'Run each module method under jax.named_scope. Linen turns this on by default; '
+    'flaxlike leaves it off because it costs trace time on every call.',
+  ),
+  'flax_max_repr_depth': (None, 'Maximum nesting depth of Module reprs (None: no limit).'),
+}
+
+
+def _parse_env(name: str, default: Any) -> Any:
+  raw = os.environ.get(name.upper())
+  if raw is None:
+    return default
+  if isinstance(default, bool):
+    lowered = raw.strip().lower()
+    if lowered in _TRUE_STRINGS:
+      return True
+    if lowered in _FALSE_STRINGS:
+      return False
+    raise ValueError(f'Environment variable {name.upper()}={raw!r} is not a boolean.')
+  if default is None:
+    return int(raw) if raw.strip() else None
+  return type(default)(raw)
+
+
+class Config:
+  """Holds the current value of every flag; read flags as attributes.
+
+  Flags are plain instance attributes so that reading one on a hot path (every module
+  method call reads ``flax_profile``) costs a single attribute lookup.
+  """
+
+  def __init__(self):
+    for name, (default, _) in _FLAG_DEFAULTS.items():
+      object.__setattr__(self, name, _parse_env(name, default))
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    raise AttributeError(f'Use config.update({name!r}, value) to change a flag.')
+
+  def update(self, name: str, value: Any) -> None:
+    """Sets flag ``name`` to ``value``.
+
+    Args:
+      name: a flag name such as ``'flax_fix_rng_separator'``.
+      value: its new value.
+    """
+    if name not in _FLAG_DEFAULTS:
+      known = ', '.join(sorted(_FLAG_DEFAULTS))
+      raise LookupError(f'Unknown flaxlike config flag {name!r}; known flags: {known}.')
+    object.__setattr__(self, name, value)
+
+  @contextlib.contextmanager
+  def temp_flip_flag(self, name: str, value: Any) -> Iterator[None]:
+    """Sets a flag for the duration of a ``with`` block, then restores it."""
+    previous = getattr(self, name)
+    self.update(name, value)
+    try:
+      yield
+    finally:
+      self.update(name, previous)
+
+
+config = Config()

@@ -1,0 +1,869 @@
+"""The Scope: variable collections, RNG streams and names for one node of a model tree.
+
+A model is a function ``fn(scope, *args)``. The root scope of an ``init``/``apply`` call
+owns the variable collections (``{'params': {...}, 'batch_stats': {...}}``); each child
+scope sees the sub-dicts at its path. Everything a Module does with variables goes through
+a scope, so this file is the whole state model of flaxlike.
+
+Hot-path notes (see docs/design/scope.md):
+- Only mutable collections are copied on entry (their dict nodes, not the arrays);
+  immutable collections are read in place.
+- A scope caches the dict it found at its path per collection, so reading a param costs
+  two dict lookups after the first access.
+- The shape check of existing params evaluates each initializer's output shape once per
+  (initializer, arguments) and caches it, instead of tracing the initializer on every
+  ``apply`` as Linen does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Collection, Mapping
+from typing import Any, Callable, Generic, Iterable, TypeVar, Union
+
+import jax
+import numpy as np
+from jax.extend.core import get_opaque_trace_state
+
+from flaxlike import errors
+from flaxlike.configurations import config
+from flaxlike.core import meta
+from flaxlike.core.frozen_dict import FrozenDict, freeze
+
+T = TypeVar('T')
+
+PRNGKey = Any
+Array = Any
+VariableDict = Mapping[str, Mapping[str, Any]]
+RNGSequences = Mapping[str, PRNGKey]
+
+
+#################################################
+# Collection filters
+#################################################
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class DenyList:
+  """A filter that matches every collection except those matched by ``deny``.
+
+  Example:
+
+  >>> from flaxlike.core import DenyList, in_filter
+  >>> in_filter(DenyList('intermediates'), 'params')
+  True
+  """
+
+  deny: Any
+
+
+Filter = Union[bool, str, Collection[str], DenyList]
+CollectionFilter = Filter
+
+
+def in_filter(filter_like: Filter, col: str) -> bool:
+  """Whether collection ``col`` matches ``filter_like``."""
+  if isinstance(filter_like, str):
+    return col == filter_like
+  if isinstance(filter_like, bool):
+    return filter_like
+  if isinstance(filter_like, DenyList):
+    return not in_filter(filter_like.deny, col)
+  if isinstance(filter_like, Collection):
+    return col in filter_like
+  raise errors.InvalidFilterError(filter_like)
+
+
+def _normal_form(f: Filter) -> tuple[bool, frozenset]:
+  """(is_deny, names): the filter matches names (allow) or everything but names (deny)."""
+  if isinstance(f, bool):
+    return (f, frozenset())
+  if isinstance(f, str):
+    return (False, frozenset([f]))
+  if isinstance(f, DenyList):
+    is_deny, names = _normal_form(f.deny)
+    return (not is_deny, names)
+  if isinstance(f, Collection):
+    return (False, frozenset(f))
+  raise errors.InvalidFilterError(f)
+
+
+def _from_normal_form(is_deny: bool, names: frozenset) -> Filter:
+  if not names:
+    return is_deny
+  return DenyList(set(names)) if is_deny else set(names)
+
+
+def union_filters(a: Filter, b: Filter) -> Filter:
+  """A filter matching what ``a`` or ``b`` matches."""
+  (da, na), (db, nb) = _normal_form(a), _normal_form(b)
+  if not da and not db:
+    return _from_normal_form(False, na | nb)
+  if da and db:
+    return _from_normal_form(True, na & nb)
+  allow, deny = (na, nb) if db else (nb, na)
+  return _from_normal_form(True, deny - allow)
+
+
+def intersect_filters(a: Filter, b: Filter) -> Filter:
+  """A filter matching what both ``a`` and ``b`` match."""
+  (da, na), (db, nb) = _normal_form(a), _normal_form(b)
+  if not da and not db:
+    return _from_normal_form(False, na & nb)
+  if da and db:
+    return _from_normal_form(True, na | nb)
+  allow, deny = (na, nb) if db else (nb, na)
+  return _from_normal_form(False, allow - deny)
+
+
+def subtract_filters(a: Filter, b: Filter) -> Filter:
+  """A filter matching what ``a`` matches and ``b`` does not."""
+  is_deny, names = _normal_form(b)
+  return intersect_filters(a, _from_normal_form(not is_deny, names))
+
+
+def filter_to_set(filter_like: Filter) -> set[str]:
+  """The set of names an allow-list filter matches (deny filters have no finite set)."""
+  is_deny, names = _normal_form(filter_like)
+  if is_deny:
+    raise errors.InvalidFilterError(filter_like)
+  return set(names)
+
+
+def group_collections(
+  xs: VariableDict, col_filters: Iterable[Filter]
+) -> tuple[dict[str, Any], ...]:
+  """Splits the collections of ``xs`` by filter: each goes to the first filter matching it.
+
+  Returns one dict per filter; collections matching no filter are dropped.
+  """
+  cols = list(xs)
+  groups = []
+  for col_filter in col_filters:
+    taken = [c for c in cols if in_filter(col_filter, c)]
+    groups.append({c: xs[c] for c in taken})
+    cols = [c for c in cols if c not in taken]
+  return tuple(groups)
+
+
+#################################################
+# RNG streams
+#################################################
+
+
+def _hash_suffix(data: tuple[Any, ...]) -> int:
+  """The uint32 that one SHA-1 over the path elements yields (Linen's static fold-in)."""
+  digest = hashlib.sha1()
+  with_separator = config.flax_fix_rng_separator
+  for element in data:
+    if with_separator:
+      digest.update(b'\x00')
+    if isinstance(element, str):
+      digest.update(element.encode('utf-8'))
+    elif isinstance(element, int):
+      digest.update(element.to_bytes((element.bit_length() + 7) // 8, 'big'))
+    else:
+      raise TypeError(f'RNG path elements must be str or int, got {element!r}.')
+  return int.from_bytes(digest.digest()[:4], 'big')
+
+
+def fold_static(key: PRNGKey, data: tuple[Any, ...]) -> PRNGKey:
+  """Folds a whole path of names and counters into ``key`` with a single ``fold_in``."""
+  if not data:
+    return key
+  return jax.random.fold_in(key, np.uint32(_hash_suffix(data)))
+
+
+class LazyRng:
+  """A root key plus the path below it; folded into a key only when one is drawn.
+
+  Deferring the fold keeps one ``fold_in`` per drawn key whatever the depth of the model.
+  """
+
+  __slots__ = ('rng', 'suffix')
+
+  def __init__(self, rng: PRNGKey, suffix: tuple[Any, ...] = ()):
+    self.rng = rng
+    self.suffix = suffix
+
+  @staticmethod
+  def create(rng: PRNGKey | LazyRng, *suffix: Any) -> LazyRng:
+    if isinstance(rng, LazyRng):
+      return LazyRng(rng.rng, rng.suffix + suffix)
+    return LazyRng(rng, suffix)
+
+  def fold_in(self, data: Any) -> LazyRng:
+    return LazyRng(self.rng, self.suffix + (data,))
+
+  def as_jax_rng(self) -> PRNGKey:
+    return fold_static(self.rng, self.suffix)
+
+  def clear_suffix(self) -> LazyRng:
+    return LazyRng(self.as_jax_rng())
+
+
+def _is_valid_rng(rng: Any) -> bool:
+  if not isinstance(rng, (jax.Array, np.ndarray)):
+    return False
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    return True
+  return rng.dtype == np.uint32 and rng.ndim == 1
+
+
+def _validate_rngs(rngs: Any) -> dict[str, LazyRng]:
+  if rngs is None:
+    return {}
+  if not isinstance(rngs, Mapping):
+    raise errors.InvalidRngError(
+      'rngs should be a dictionary mapping strings to `jax.PRNGKey`, e.g. '
+      "{'params': jax.random.key(0), 'dropout': jax.random.key(1)}; got "
+      f'{type(rngs).__name__}.'
+    )
+  streams = {}
+  for name, rng in rngs.items():
+    if isinstance(rng, LazyRng):
+      streams[name] = rng
+      continue
+    if not isinstance(name, str) or not _is_valid_rng(rng):
+      raise errors.InvalidRngError(
+        f'rngs[{name!r}] should be a PRNG key made by jax.random.key(seed) or '
+        f'jax.random.PRNGKey(seed), got {type(rng).__name__} '
+        f'{getattr(rng, "dtype", "")}{list(getattr(rng, "shape", ()))}.'
+      )
+    streams[name] = LazyRng(rng)
+  return streams
+
+
+#################################################
+# Variables
+#################################################
+
+
+def _unbox(value: Any) -> Any:
+  """``meta.unbox`` with a fast path for the common case of a bare array."""
+  if isinstance(value, meta.AxisMetadata):
+    return value.unbox()
+  if isinstance(value, (dict, FrozenDict, list, tuple)):
+    return meta.unbox(value)
+  return value
+
+
+class Variable(Generic[T]):
+  """A handle on one variable of a scope; ``.value`` reads and writes it.
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> from flaxlike import core
+  >>> def counter(scope):
+  ...   count = scope.variable('counter', 'n', jnp.zeros, ())
+  ...   count.value += 1
+  ...   return count.value
+  >>> _, variables = core.init(counter)({})
+  >>> variables['counter']['n']
+  Array(1., dtype=float32)
+  """
+
+  __slots__ = ('scope', 'collection', 'name', 'unbox')
+
+  def __init__(self, scope: Scope, collection: str, name: str, unbox: bool = True):
+    self.scope = scope
+    self.collection = collection
+    self.name = name
+    self.unbox = unbox
+
+  @property
+  def value(self) -> T:
+    v = self.scope.get_variable(self.collection, self.name)
+    return _unbox(v) if self.unbox else v
+
+  @value.setter
+  def value(self, value: T) -> None:
+    if self.unbox:
+      current = self.scope.get_variable(self.collection, self.name)
+      if isinstance(current, meta.AxisMetadata):
+        value = current.replace_boxed(value)
+      elif isinstance(current, (dict, list, tuple)):
+        value = meta.replace_boxed(current, value)
+    self.scope.put_variable(self.collection, self.name, value)
+
+  def is_mutable(self) -> bool:
+    """Whether this variable's collection may be written in the current call."""
+    return self.scope.is_mutable_collection(self.collection)
+
+  def __repr__(self) -> str:
+    return f'Variable(collection={self.collection!r}, name={self.name!r}, path={self.scope.path_text!r})'
+
+
+#################################################
+# Shape checks of existing params
+#################################################
+
+_INIT_SHAPE_CACHE: dict[Any, list[tuple[int, ...]]] = {}
+_INIT_SHAPE_CACHE_LIMIT = 8192
+
+
+def _init_shapes(init_fn: Callable[..., Any], args: tuple, kwargs: dict) -> list[tuple[int, ...]]:
+  """Leaf shapes that ``init_fn(key, *args, **kwargs)`` produces, cached when hashable."""
+  try:
+    cache_key = (init_fn, args, tuple(sorted(kwargs.items())) if kwargs else ())
+    shapes = _INIT_SHAPE_CACHE.get(cache_key)
+  except TypeError:  # unhashable arguments (e.g. arrays): evaluate every time
+    cache_key, shapes = None, None
+  if shapes is not None:
+    return shapes
+  abstract = jax.eval_shape(lambda: init_fn(jax.random.key(0), *args, **kwargs))
+  shapes = [tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(abstract)]
+  if cache_key is not None:
+    if len(_INIT_SHAPE_CACHE) >= _INIT_SHAPE_CACHE_LIMIT:
+      _INIT_SHAPE_CACHE.clear()
+    _INIT_SHAPE_CACHE[cache_key] = shapes
+  return shapes
+
+
+#################################################
+# Scope
+#################################################
+
+
+class _CallState:
+  """State shared by every scope of one ``init``/``apply``/``bind`` call."""
+
+  __slots__ = ('variables', 'mutable', 'mutable_cache', 'valid', 'flags', 'trace_state')
+
+  def __init__(self, variables: dict[str, Any], mutable: Filter, flags: Mapping[str, Any]):
+    self.variables = variables
+    self.mutable = mutable
+    self.mutable_cache: dict[str, bool] = {}
+    self.valid = True
+    self.flags = flags
+    self.trace_state = get_opaque_trace_state()
+
+
+def _plain_dict(d: Any) -> dict:
+  if type(d) is dict:
+    return d
+  if isinstance(d, FrozenDict):
+    return d._dict
+  return dict(d)
+
+
+def _copy_dict_nodes(tree: Any) -> Any:
+  """Copies the dict nodes of a variable tree (not the leaves), as plain dicts."""
+  if isinstance(tree, FrozenDict):
+    tree = tree._dict
+  if isinstance(tree, Mapping):
+    return {k: _copy_dict_nodes(v) for k, v in tree.items()}
+  return tree
+
+
+class Scope:
+  """One node of the model tree: its variables, RNG streams and reserved names.
+
+  Scopes are created by ``init``, ``apply`` and ``bind`` (the root) and by ``push``
+  (children). A scope is valid only during the call that created it.
+
+  Attributes:
+    name: this scope's name in its parent (None for the root).
+    parent: the parent scope (None for the root).
+    path: the names from the root to this scope.
+    rngs: the RNG streams, as lazy keys.
+  """
+
+  __slots__ = (
+    'name',
+    'parent',
+    'path',
+    'rngs',
+    'rng_counters',
+    'reservations',
+    '_call',
+    '_children',
+    '_col_dicts',
+    '_rng_source',
+  )
+
+  def __init__(
+    self,
+    variables: dict[str, Any] | _CallState,
+    rngs: Mapping[str, LazyRng] | None = None,
+    name: str | None = None,
+    mutable: Filter = False,
+    parent: Scope | None = None,
+    path: tuple[str, ...] = (),
+    flags: Mapping[str, Any] | None = None,
+  ):
+    if isinstance(variables, _CallState):
+      self._call = variables
+    else:
+      self._call = _CallState(variables, mutable, flags or {})
+    self.name = name
+    self.parent = parent
+    self.path = path
+    self.rngs: dict[str, LazyRng] = dict(rngs) if rngs else {}
+    self.rng_counters: dict[str, int] = {}
+    self.reservations: dict[str, set[str | None]] = {}
+    self._children: dict[str, Scope] = {}
+    self._col_dicts: dict[str, dict] = {}
+    self._rng_source: Any = None
+
+  # -- identity -----------------------------------------------------------------
+
+  @property
+  def root(self) -> Scope:
+    scope = self
+    while scope.parent is not None:
+      scope = scope.parent
+    return scope
+
+  @property
+  def path_text(self) -> str:
+    return '/' + '/'.join(self.path)
+
+  @property
+  def mutable(self) -> Filter:
+    return self._call.mutable
+
+  @property
+  def flags(self) -> Mapping[str, Any]:
+    return self._call.flags
+
+  def get_flag(self, key: str, default: Any = None) -> Any:
+    return self._call.flags.get(key, default)
+
+  def __repr__(self) -> str:
+    return f'Scope({self.path_text!r})'
+
+  # -- validity -----------------------------------------------------------------
+
+  def invalidate(self) -> None:
+    """Marks every scope of this call as no longer usable."""
+    self._call.valid = False
+
+  def _check_valid(self) -> None:
+    if not self._call.valid:
+      raise errors.InvalidScopeError(self.path_text)
+
+  def _check_trace_level(self) -> None:
+    if get_opaque_trace_state() != self._call.trace_state:
+      raise errors.JaxTransformError()
+
+  # -- names --------------------------------------------------------------------
+
+  def reserve(self, name: str, col: str | None = None, owner: str | None = None) -> None:
+    """Claims ``name`` in this scope for a submodule (``col=None``) or a variable.
+
+    Variables of different collections may share a name; a submodule name clashes with
+    everything.
+
+    Raises:
+      NameInUseError: when the name is taken.
+    """
+    if not isinstance(name, str):
+      raise TypeError(f'Scope names must be str, got {name!r} in {self.path_text}.')
+    taken = self.reservations.get(name)
+    if taken is None:
+      self.reservations[name] = {col}
+      return
+    if col is None or None in taken or col in taken:
+      kind = 'submodule' if col is None else ('param' if col == 'params' else 'variable')
+      raise errors.NameInUseError(kind, name, owner or self.path_text)
+    taken.add(col)
+
+  def name_reserved(self, name: str, col: str | None = None) -> bool:
+    """Whether ``name`` is taken for collection ``col`` (or at all, if ``col`` is None)."""
+    taken = self.reservations.get(name)
+    if taken is None:
+      return False
+    return col is None or None in taken or col in taken
+
+  def default_name(self, prefix: str) -> str:
+    """The first ``f'{prefix}{i}'`` not yet reserved."""
+    i = 0
+    while f'{prefix}{i}' in self.reservations:
+      i += 1
+    return f'{prefix}{i}'
+
+  def push(self, name: str | None = None, prefix: str = '', reuse: bool = False) -> Scope:
+    """Returns the child scope ``name``, reserving the name.
+
+    Pushing a name again after ``rewind`` returns the same child with fresh
+    reservations, so RNG counters continue where they were (Linen's behaviour when a
+    compact module is called twice).
+
+    Args:
+      name: the child's name; None picks ``default_name(prefix)``.
+      prefix: prefix of the generated name.
+      reuse: allow the name to be taken already (several modules sharing one scope).
+    """
+    self._check_valid()
+    if name is None:
+      name = self.default_name(prefix)
+    if not reuse or name not in self.reservations:
+      self.reserve(name)
+    child = self._children.get(name)
+    if child is None:
+      child = Scope(self._call, name=name, parent=self, path=self.path + (name,))
+      self._children[name] = child
+    elif not reuse:
+      child.reservations = {}
+    if child._rng_source is not self.rngs:
+      child.rngs = {k: LazyRng(r.rng, r.suffix + (name,)) for k, r in self.rngs.items()}
+      child._rng_source = self.rngs
+    return child
+
+  def rewind(self) -> None:
+    """Forgets the names reserved so far, so a module can run its methods again."""
+    self.reservations = {}
+
+  # -- collections -----------------------------------------------------------------
+
+  def _read_col(self, col: str) -> dict | None:
+    """This scope's dict in collection ``col``, or None if there is none (yet)."""
+    found = self._col_dicts.get(col)
+    if found is not None:
+      return found
+    if self.parent is None:
+      found = self._call.variables.get(col)
+    else:
+      parent_dict = self.parent._read_col(col)
+      if parent_dict is None:
+        return None
+      found = parent_dict.get(self.name)
+    if found is None or not isinstance(found, Mapping):
+      return None
+    found = _plain_dict(found)
+    self._col_dicts[col] = found
+    return found
+
+  def _write_col(self, col: str) -> dict:
+    """This scope's dict in mutable collection ``col``, created along the path if needed.
+
+    Creating dicts lazily, at first write, is what makes collections and child dicts
+    appear in the order their first variable was created.
+    """
+    found = self._read_col(col)
+    if found is not None:
+      return found
+    created: dict = {}
+    if self.parent is None:
+      self._call.variables[col] = created
+    else:
+      self.parent._write_col(col)[self.name] = created
+    self._col_dicts[col] = created
+    return created
+
+  def is_mutable_collection(self, col: str) -> bool:
+    """Whether collection ``col`` may be written in this call."""
+    cache = self._call.mutable_cache
+    result = cache.get(col)
+    if result is None:
+      result = cache[col] = in_filter(self._call.mutable, col)
+    return result
+
+  def is_collection_empty(self, col: str) -> bool:
+    """Whether the call has no variables at all in collection ``col``."""
+    return not self._call.variables.get(col)
+
+  def collection(self, col: str) -> Mapping[str, Any]:
+    """A read-only view of this scope's variables in ``col``."""
+    return FrozenDict(self._read_col(col) or {})
+
+  def variables(self) -> dict[str, dict[str, Any]]:
+    """A copy of every collection's variables at this scope's path."""
+    result = {}
+    for col in self._call.variables:
+      found = self._read_col(col)
+      if found is not None:
+        result[col] = _copy_dict_nodes(found)
+    return result
+
+  def mutable_variables(self) -> dict[str, Any]:
+    """The mutable collections of the whole call (root level)."""
+    return {
+      col: value
+      for col, value in self._call.variables.items()
+      if self.is_mutable_collection(col)
+    }
+
+  def has_variable(self, col: str, name: str) -> bool:
+    """Whether variable ``name`` exists in collection ``col`` of this scope."""
+    found = self._read_col(col)
+    return found is not None and name in found
+
+  def get_variable(self, col: str, name: str, default: Any = None) -> Any:
+    """The value of variable ``name`` in ``col``, or ``default`` if it does not exist."""
+    found = self._read_col(col)
+    if found is None:
+      return default
+    return found.get(name, default)
+
+  def put_variable(self, col: str, name: str, value: Any) -> None:
+    """Sets variable ``name`` in collection ``col``.
+
+    Raises:
+      ModifyScopeVariableError: when ``col`` is not mutable in this call.
+    """
+    self._check_valid()
+    if not self.is_mutable_collection(col):
+      raise errors.ModifyScopeVariableError(col, name, self.path_text)
+    self._check_trace_level()
+    self._write_col(col)[name] = value
+
+  def variable(
+    self,
+    col: str,
+    name: str,
+    init_fn: Callable[..., T] | None = None,
+    *init_args: Any,
+    unbox: bool = True,
+    **init_kwargs: Any,
+  ) -> Variable[T]:
+    """Declares variable ``name`` in ``col``, creating it with ``init_fn(*init_args)``.
+
+    The initializer receives no RNG key; call ``make_rng`` inside it if it needs one.
+
+    Raises:
+      ScopeCollectionNotFound / ScopeVariableNotFoundError: when the variable is
+        missing and cannot be created.
+    """
+    self.reserve(name, col)
+    if not self.has_variable(col, name):
+      if not self.is_mutable_collection(col) or init_fn is None:
+        if self.is_collection_empty(col):
+          raise errors.ScopeCollectionNotFound(col, name, self.path_text)
+        raise errors.ScopeVariableNotFoundError(name, col, self.path_text)
+      self.put_variable(col, name, init_fn(*init_args, **init_kwargs))
+    return Variable(self, col, name, unbox=unbox)
+
+  def param(
+    self,
+    name: str,
+    init_fn: Callable[..., T],
+    *init_args: Any,
+    unbox: bool = True,
+    **init_kwargs: Any,
+  ) -> T:
+    """Returns param ``name``, creating it with ``init_fn(make_rng('params'), *init_args)``.
+
+    An existing param is checked against the shape its initializer would produce; the
+    initializer is not run again (its output shape is cached).
+
+    Raises:
+      ScopeParamShapeError: when the existing param's shape differs.
+      ScopeParamNotFoundError / ScopeCollectionNotFound: when it is missing in apply.
+    """
+    self.reserve(name, 'params')
+    found = self._read_col('params')
+    if found is not None and name in found:
+      value = found[name]
+      expected = _init_shapes(init_fn, init_args, init_kwargs)
+      actual = jax.tree_util.tree_leaves(value)
+      for leaf, shape in zip(actual, expected):
+        if np.shape(leaf) != shape:
+          raise errors.ScopeParamShapeError(name, self.path_text, np.shape(leaf), shape)
+    else:
+      if not self.is_mutable_collection('params'):
+        if self.is_collection_empty('params'):
+          raise errors.ScopeCollectionNotFound('params', name, self.path_text)
+        raise errors.ScopeParamNotFoundError(name, self.path_text)
+      value = init_fn(self.make_rng('params'), *init_args, **init_kwargs)
+      self.put_variable('params', name, value)
+    return _unbox(value) if unbox else value
+
+  # -- RNG ------------------------------------------------------------------------
+
+  def has_rng(self, name: str) -> bool:
+    """Whether an RNG stream named ``name`` was given."""
+    return name in self.rngs
+
+  def make_rng(self, name: str = 'params') -> PRNGKey:
+    """Draws a new key from stream ``name``.
+
+    A missing stream falls back to ``'params'`` when that exists (as in Linen).
+
+    Raises:
+      InvalidRngError: when neither the stream nor ``'params'`` was given.
+    """
+    self._check_valid()
+    self._check_trace_level()
+    if name not in self.rngs:
+      if 'params' not in self.rngs:
+        raise errors.InvalidRngError(
+          f'{self.path_text} needs PRNG for "{name}": pass it to init/apply, e.g. '
+          f"rngs={{'{name}': jax.random.key(0)}}."
+        )
+      name = 'params'
+    count = self.rng_counters.get(name, 0) + 1
+    self.rng_counters[name] = count
+    lazy = self.rngs[name]
+    return fold_static(lazy.rng, lazy.suffix + (count,))
+
+
+#################################################
+# Functional entry points
+#################################################
+
+
+def _validate_variables(variables: Any) -> None:
+  if not isinstance(variables, Mapping):
+    raise errors.ApplyScopeInvalidVariablesTypeError(
+      f'Got a {type(variables).__name__} instead.'
+    )
+  for col, value in variables.items():
+    if not isinstance(col, str):
+      raise errors.ApplyScopeInvalidVariablesTypeError(f'Collection name {col!r} is not a str.')
+    if not isinstance(value, Mapping):
+      raise errors.ApplyScopeInvalidVariablesTypeError(
+        f'Collection "{col}" is a {type(value).__name__}, not a dict.'
+      )
+  params = variables.get('params')
+  if params is not None and 'params' in params:
+    raise errors.ApplyScopeInvalidVariablesStructureError(variables)
+
+
+def bind(
+  variables: VariableDict,
+  rngs: RNGSequences | None = None,
+  mutable: Filter = False,
+  flags: Mapping[str, Any] | None = None,
+) -> Scope:
+  """Returns a root scope over ``variables`` that stays valid until invalidated.
+
+  Mutable collections are copied (their dict nodes); immutable ones are read in place.
+
+  Args:
+    variables: ``{collection: {...}}``.
+    rngs: ``{stream: key}``.
+    mutable: the collections that may be written.
+    flags: read-only flags visible through ``scope.get_flag``.
+  """
+  _validate_variables(variables)
+  own: dict[str, Any] = {}
+  for col, value in variables.items():
+    own[col] = _copy_dict_nodes(value) if in_filter(mutable, col) else value
+  return Scope(own, _validate_rngs(rngs), mutable=mutable, flags=flags)
+
+
+def _finish(variables: dict[str, Any]) -> Any:
+  return freeze(variables) if config.flax_return_frozendict else variables
+
+
+def apply(
+  fn: Callable[..., Any],
+  mutable: Filter = False,
+  flags: Mapping[str, Any] | None = None,
+) -> Callable[..., Any]:
+  """Turns ``fn(scope, *args)`` into ``apply_fn(variables, *args, rngs=None)``.
+
+  ``apply_fn`` returns ``fn``'s output, or ``(output, mutated_collections)`` when
+  ``mutable`` is not False.
+  """
+
+  def wrapper(variables: VariableDict, *args, rngs: RNGSequences | None = None, **kwargs):
+    root = bind(variables, rngs=rngs, mutable=mutable, flags=flags)
+    try:
+      y = fn(root, *args, **kwargs)
+    finally:
+      root.invalidate()
+    if mutable is False:
+      return y
+    return y, _finish(root.mutable_variables())
+
+  return wrapper
+
+
+def _rngs_from_init_arg(rngs: Any) -> Any:
+  if isinstance(rngs, Mapping):
+    return rngs
+  if not _is_valid_rng(rngs):
+    raise errors.InvalidRngError(
+      'init expects a PRNG key (jax.random.key(0)) or a dict of keys '
+      f"({{'params': key, ...}}), got {type(rngs).__name__}."
+    )
+  return {'params': rngs}
+
+
+def init(
+  fn: Callable[..., Any],
+  mutable: Filter = True,
+  flags: Mapping[str, Any] | None = None,
+) -> Callable[..., Any]:
+  """Turns ``fn(scope, *args)`` into ``init_fn(rngs, *args) -> (output, variables)``.
+
+  ``rngs`` is a key (used as the ``'params'`` stream) or a dict of keys.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from flaxlike import core
+  >>> def dense(scope, x, features):
+  ...   kernel = scope.param('kernel', jax.nn.initializers.lecun_normal(),
+  ...                        (x.shape[-1], features))
+  ...   return x @ kernel
+  >>> y, variables = core.init(dense)(jax.random.key(0), jnp.ones((1, 3)), 2)
+  >>> variables['params']['kernel'].shape
+  (3, 2)
+  """
+  init_flags = {**(flags or {}), 'initializing': True}
+
+  def wrapper(rngs: Any, *args, **kwargs):
+    apply_fn = apply(fn, mutable=mutable, flags=init_flags)
+    return apply_fn({}, *args, rngs=_rngs_from_init_arg(rngs), **kwargs)
+
+  return wrapper
+
+
+def _depends_on(jaxpr: Any, tainted_inputs: set) -> set:
+  """Variables of ``jaxpr`` computed from ``tainted_inputs`` (any equation touching a
+  tainted input taints all its outputs, which is conservative for nested jaxprs)."""
+  tainted = set(tainted_inputs)
+  for eqn in jaxpr.eqns:
+    if any(not hasattr(v, 'val') and v in tainted for v in eqn.invars):
+      tainted.update(eqn.outvars)
+  return tainted
+
+
+def lazy_init(
+  fn: Callable[..., Any],
+  mutable: Filter = True,
+  flags: Mapping[str, Any] | None = None,
+) -> Callable[..., Any]:
+  """Like ``init`` but returns only the variables, computed from input shapes alone.
+
+  Inputs may be ``jax.ShapeDtypeStruct``; the forward pass is traced but not run (XLA
+  drops the computation that no variable depends on).
+
+  Raises:
+    LazyInitError: when a variable's value depends on the input data.
+  """
+  init_fn = init(fn, mutable=mutable, flags=flags)
+
+  def wrapper(rngs: Any, *args, **kwargs):
+    def variables_only(rng_tree, abstract_args):
+      return init_fn(rng_tree, *abstract_args, **kwargs)[1]
+
+    rng_tree = _rngs_from_init_arg(rngs)
+    abstract_args = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, 'dtype') else x, args
+    )
+    closed = jax.make_jaxpr(variables_only)(rng_tree, abstract_args)
+    n_rng_leaves = len(jax.tree_util.tree_leaves(rng_tree))
+    arg_vars = set(closed.jaxpr.invars[n_rng_leaves:])
+    tainted = _depends_on(closed.jaxpr, arg_vars)
+    out_leaves = jax.eval_shape(variables_only, rng_tree, abstract_args)
+    for var, leaf in zip(closed.jaxpr.outvars, jax.tree_util.tree_leaves(out_leaves)):
+      if not hasattr(var, 'val') and var in tainted:
+        raise errors.LazyInitError(leaf)
+
+    def from_zeros(rng_tree):
+      dummy = jax.tree_util.tree_map(
+        lambda s: jax.numpy.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
+        abstract_args,
+      )
+      return variables_only(rng_tree, dummy)
+
+    return jax.jit(from_zeros)(rng_tree)
+
+  return wrapper

@@ -1,0 +1,457 @@
+"""Every error flaxlike raises on purpose, in one catalogue.
+
+Class names follow Flax's ``<Verb><Object><Kind>Error`` convention so code that catches
+``flax.errors.X`` can catch ``flaxlike.errors.X``. Each docstring says what causes the
+error and how to fix it; each message names the module path, variable or key involved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlaxlikeError(Exception):
+  """Base class of every flaxlike error.
+
+  Subclasses build their message from the arguments they are given; the instance
+  pickles back to a plain ``FlaxlikeError`` carrying the same text, so errors raised in
+  a worker process survive the trip to the parent.
+  """
+
+  def __init__(self, message: str):
+    super().__init__(message)
+
+  def __reduce__(self):
+    return (FlaxlikeError, (str(self),))
+
+
+# Linen spells the base class FlaxError; keep the name so `except FlaxError` ports as is.
+FlaxError = FlaxlikeError
+
+
+def _path_text(path: Any) -> str:
+  if isinstance(path, str):
+    return path or '/'
+  return '/' + '/'.join(str(p) for p in path)
+
+
+#################################################
+# Scope and variable errors
+#################################################
+
+
+class LazyInitError(FlaxlikeError):
+  """A value created by ``lazy_init`` depends on the input data.
+
+  ``lazy_init`` computes variables from shapes alone, so a variable whose initial value
+  is computed from the inputs (not only their shapes) cannot be created lazily.
+
+  Fix: use ``init`` with concrete inputs, or make the initializer depend only on shapes.
+  """
+
+  def __init__(self, partial_val: Any):
+    super().__init__(
+      'lazy_init found a variable whose value depends on the input data '
+      f'(shape: {getattr(partial_val, "shape", partial_val)}). Pass concrete inputs to '
+      '`init` instead, or initialize the variable from input shapes only.'
+    )
+
+
+class InvalidRngError(FlaxlikeError):
+  """An RNG stream is missing or an rngs argument is not a valid key.
+
+  Typical cause: a layer such as ``Dropout`` draws from the ``'dropout'`` stream, but
+  ``apply`` was given no key for it.
+
+  Fix::
+
+    model.apply(variables, x, rngs={'dropout': jax.random.key(0)})
+  """
+
+  def __init__(self, msg: str):
+    super().__init__(msg)
+
+
+class ApplyScopeInvalidVariablesTypeError(FlaxlikeError):
+  """``apply`` was given variables that are not a mapping of collections.
+
+  The first argument of ``apply`` must look like ``{'params': {...}, 'batch_stats':
+  {...}}``: a mapping from collection names (str) to mappings.
+
+  Fix: pass the whole dict returned by ``init``, e.g. ``model.apply(variables, x)``.
+  """
+
+  def __init__(self, detail: str = ''):
+    msg = (
+      'The first argument passed to an apply function should be a dictionary of '
+      'collections. Each collection should be a dictionary with string keys.'
+    )
+    if detail:
+      msg += f' {detail}'
+    super().__init__(msg)
+
+
+class ApplyScopeInvalidVariablesStructureError(FlaxlikeError):
+  """``apply`` got ``{'params': {'params': ...}}``: one ``params`` level too many.
+
+  This usually means ``variables['params']`` was wrapped in another dict, e.g.
+  ``model.apply({'params': variables}, x)``.
+
+  Fix: ``model.apply(variables, x)`` or ``model.apply({'params': variables['params']}, x)``.
+  """
+
+  def __init__(self, variables: Any):
+    super().__init__(
+      'Expected the first argument passed to an apply function to be of the form '
+      '{"params": {...}}, but got a dict whose "params" entry itself holds a "params" key '
+      f'(top-level keys: {list(variables)}). If you passed {{"params": variables}}, pass '
+      'variables itself, or {"params": variables["params"]}.'
+    )
+
+
+class ScopeParamNotFoundError(FlaxlikeError):
+  """A parameter is read during ``apply`` but the given ``params`` do not contain it.
+
+  Causes: the params come from a different model, a submodule was renamed, or the
+  variables passed to ``apply`` are incomplete.
+
+  Fix: re-run ``init`` for this model, or check the module path in the message against
+  ``jax.tree_util.tree_map(jnp.shape, variables)``.
+  """
+
+  def __init__(self, param_name: str, scope_path: Any):
+    super().__init__(
+      f'Could not find parameter named "{param_name}" in scope "{_path_text(scope_path)}". '
+      'The params passed to apply do not match this model: re-run init, or check the '
+      'parameter tree against the module names.'
+    )
+
+
+class ScopeCollectionNotFound(FlaxlikeError):
+  """A variable is read from a collection that was not passed to ``apply`` at all.
+
+  Fix: pass the collection (e.g. ``{'params': ..., 'batch_stats': ...}``), or make it
+  mutable (``mutable=['batch_stats']``) so it can be created.
+  """
+
+  def __init__(self, col_name: str, var_name: str, scope_path: Any):
+    super().__init__(
+      f'Tried to access "{var_name}" from collection "{col_name}" in '
+      f'"{_path_text(scope_path)}" but the collection is empty. Pass the "{col_name}" '
+      f'collection to apply, or make it mutable with mutable=["{col_name}"].'
+    )
+
+
+class ScopeParamShapeError(FlaxlikeError):
+  """An existing parameter's shape differs from the shape its initializer produces.
+
+  The module's hyperparameters (e.g. ``features``) or the input shape differ from the
+  ones the parameters were created with.
+
+  Fix: use parameters created for this configuration, or change the configuration back.
+  """
+
+  def __init__(self, param_name: str, scope_path: Any, value_shape: Any, init_shape: Any):
+    super().__init__(
+      f'For parameter "{param_name}" in "{_path_text(scope_path)}", the given initializer '
+      f'is expected to generate shape {tuple(init_shape)}, but the existing parameter it '
+      f'received has shape {tuple(value_shape)}. The parameters were created for a '
+      'different configuration or input shape.'
+    )
+
+
+class ScopeVariableNotFoundError(FlaxlikeError):
+  """A variable (not a param) is read but does not exist and cannot be created.
+
+  Fix: pass the collection holding it to ``apply``, or make the collection mutable.
+  """
+
+  def __init__(self, name: str, col: str, scope_path: Any):
+    super().__init__(
+      f'No Variable named "{name}" for collection "{col}" exists in '
+      f'"{_path_text(scope_path)}". Pass it in the variables, or make "{col}" mutable '
+      f'(mutable=["{col}"]) so it can be initialized.'
+    )
+
+
+class InvalidFilterError(FlaxlikeError):
+  """A collection filter is not a bool, str, collection of str or ``DenyList``."""
+
+  def __init__(self, filter_like: Any):
+    super().__init__(
+      f'Invalid Filter: "{filter_like}". A filter is True, False, a collection name, a '
+      'list/tuple/set of names, or DenyList(...).'
+    )
+
+
+class InvalidScopeError(FlaxlikeError):
+  """A scope (or a module bound to it) is used after its ``init``/``apply`` returned.
+
+  Scopes are valid only inside the call that created them. Keeping a bound module
+  around and calling it later would read variables that no longer exist.
+
+  Fix: call ``apply`` again, or use ``module.bind(variables)`` for interactive use.
+  """
+
+  def __init__(self, scope_name: Any):
+    super().__init__(
+      f'The scope "{scope_name}" is no longer valid: it belongs to an init/apply call '
+      'that has returned. Call apply again, or use module.bind(variables).'
+    )
+
+
+class ModifyScopeVariableError(FlaxlikeError):
+  """A variable is written in a collection that is not mutable in this call.
+
+  Fix: list the collection in ``mutable``, e.g.
+  ``y, updates = model.apply(variables, x, mutable=['batch_stats'])``.
+  """
+
+  def __init__(self, col: str, variable_name: str, scope_path: Any):
+    super().__init__(
+      f'Cannot update variable "{variable_name}" in "{_path_text(scope_path)}" because '
+      f'collection "{col}" is immutable. Pass mutable=["{col}"] to apply to allow it.'
+    )
+
+
+class JaxTransformError(FlaxlikeError):
+  """A raw JAX transform (``jax.jit``, ``jax.vmap``, ...) was mixed with bound modules.
+
+  A bound module's variables live outside the function being transformed, so JAX would
+  capture them as leaked tracers.
+
+  Fix: use the lifted transforms (``nn.jit``, ``nn.vmap``, ``nn.scan``, ...) inside
+  modules, or transform the whole ``apply`` call instead.
+  """
+
+  def __init__(self):
+    super().__init__(
+      'Jax transforms and Flax models cannot be mixed: a bound module was used inside a '
+      'raw JAX transform. Use the lifted nn.jit/nn.vmap/nn.scan/... inside modules, or '
+      'transform the whole apply call.'
+    )
+
+
+class PartitioningUnspecifiedError(FlaxlikeError):
+  """A ``Partitioned`` box is mapped by vmap/scan without a name for the new axis.
+
+  Fix: pass ``metadata_params={nn.PARTITION_NAME: 'layers'}`` (any mesh axis name or
+  None) to the transform.
+  """
+
+  def __init__(self, target: Any):
+    super().__init__(
+      'Trying to transform a Partitioned variable but "partition_name" is not specified '
+      f'in metadata_params: {target}. Pass metadata_params={{"partition_name": name}}.'
+    )
+
+
+#################################################
+# Module errors
+#################################################
+
+
+class NameInUseError(FlaxlikeError):
+  """Two params, variables or submodules of one module were given the same name.
+
+  Fix: give them different names (``name=`` for submodules).
+  """
+
+  def __init__(self, key_type: str, value: str, module_name: str):
+    super().__init__(
+      f'Could not create {key_type} "{value}" in Module {module_name}: Name in use. '
+      'Params, variables and submodules of one module need distinct names.'
+    )
+
+
+class AssignSubModuleError(FlaxlikeError):
+  """A submodule was created outside ``setup`` and outside a ``@compact`` method.
+
+  Fix: create submodules in ``setup()``, or decorate the method with ``@nn.compact``.
+  """
+
+  def __init__(self, cls: str):
+    super().__init__(
+      f'Submodule {cls} must be defined in `setup()` or in a method wrapped in `@compact`.'
+    )
+
+
+class SetAttributeInModuleSetupError(FlaxlikeError):
+  """``setup`` assigned to a dataclass field; fields are fixed at construction."""
+
+  def __init__(self):
+    super().__init__(
+      'Module construction attributes are frozen: setup() may add new attributes but '
+      'not reassign dataclass fields.'
+    )
+
+
+class SetAttributeFrozenModuleError(FlaxlikeError):
+  """An attribute of a module was set outside ``setup``; modules are immutable.
+
+  Fix: use ``module.clone(attr=value)`` or ``module.replace``-style construction.
+  """
+
+  def __init__(self, module_cls: str, attr_name: str, attr_val: Any):
+    super().__init__(
+      f"Can't set {attr_name}={attr_val!r} for Module of type {module_cls}: Module "
+      f'instance is frozen outside of setup method. Use module.clone({attr_name}=...) '
+      'instead.'
+    )
+
+
+class MultipleMethodsCompactError(FlaxlikeError):
+  """Kept for compatibility; several ``@compact`` methods per class are allowed."""
+
+  def __init__(self):
+    super().__init__('Only one method per class can be @compact.')
+
+
+class ReservedModuleAttributeError(FlaxlikeError):
+  """A Module subclass declared a field named ``parent`` or ``name``.
+
+  Those two fields are added to every Module. Fix: rename the field.
+  """
+
+  def __init__(self, annotations: Any):
+    super().__init__(f'properties `parent` and `name` are reserved: {annotations}')
+
+
+class ApplyModuleInvalidMethodError(FlaxlikeError):
+  """``method=`` of ``init``/``apply`` is neither a method name nor a callable.
+
+  Fix: pass a method name (``method='encode'``), the function (``Model.encode``) or a
+  ``fn(module, *args)``.
+  """
+
+  def __init__(self, method: Any):
+    super().__init__(
+      f'Cannot call apply(): {method} is not a valid function for apply(). Pass a '
+      "method name such as 'encode', Model.encode, or a function fn(module, *args)."
+    )
+
+
+class CallCompactUnboundModuleError(FlaxlikeError):
+  """A ``@compact`` method was called on a module that has no variables bound.
+
+  Fix: call it through ``model.apply(variables, ...)``, ``model.init(...)`` or
+  ``model.bind(variables)``.
+  """
+
+  def __init__(self):
+    super().__init__(
+      "Can't call compact methods on unbound modules: use model.init(...), "
+      'model.apply(variables, ...) or model.bind(variables).'
+    )
+
+
+class CallSetupUnboundModuleError(FlaxlikeError):
+  """``setup`` was reached on a module with no variables bound (see the compact error)."""
+
+  def __init__(self):
+    super().__init__(
+      "Can't call compact methods on unbound modules: setup() runs only on modules "
+      'bound by init, apply or bind.'
+    )
+
+
+class CallUnbindOnUnboundModuleError(FlaxlikeError):
+  """``unbind()`` was called on a module that is not bound."""
+
+  def __init__(self):
+    super().__init__("Can't call `unbind()` on unbound modules.")
+
+
+class CallShareScopeOnUnboundModuleError(FlaxlikeError):
+  """``nn.share_scope`` was called with a module that is not bound yet.
+
+  Fix: call it inside ``setup`` or a compact method, once both modules exist.
+  """
+
+  def __init__(self):
+    super().__init__("Can't call `share_scope` on unbound modules.")
+
+
+class InvalidInstanceModuleError(FlaxlikeError):
+  """``init``/``apply`` was called on the Module class instead of an instance.
+
+  Fix: ``Model(...).init(key, x)``, not ``Model.init(key, x)``.
+  """
+
+  def __init__(self):
+    super().__init__(
+      'Can only call init, init_with_output or apply methods on an instance of the '
+      'Module class, not the Module class itself: write Model(...).init(...).'
+    )
+
+
+class IncorrectPostInitOverrideError(FlaxlikeError):
+  """A Module subclass overrode ``__post_init__`` without calling ``super()``.
+
+  Fix: end your ``__post_init__`` with ``super().__post_init__()``.
+  """
+
+  def __init__(self):
+    super().__init__(
+      'Overrode `.__post_init__()` without calling `super().__post_init__()`.'
+    )
+
+
+class DescriptorAttributeError(FlaxlikeError):
+  """A property of a module raised AttributeError (often a typo inside the property)."""
+
+  def __init__(self):
+    super().__init__(
+      'Trying to access a property that is accessing a non-existent attribute.'
+    )
+
+
+class TransformedMethodReturnValueError(FlaxlikeError):
+  """A lifted-transformed method returned a Module or a Variable, which cannot escape."""
+
+  def __init__(self, name: str):
+    super().__init__(
+      f'Transformed module method {name} cannot return Modules or Variables.'
+    )
+
+
+class TransformTargetError(FlaxlikeError):
+  """A lifted transform was applied to something that is neither a Module class nor a
+  function taking a module first."""
+
+  def __init__(self, target: Any):
+    super().__init__(
+      'Linen transformations must be applied to Modules classes or functions taking a '
+      'Module instance as the first argument. The provided target is not a Module class '
+      f'or callable: {target}'
+    )
+
+
+#################################################
+# Checkpoint and serialization errors
+#################################################
+
+
+class InvalidCheckpointError(FlaxlikeError):
+  """A checkpoint for an older step than the newest one in the directory was saved.
+
+  Fix: pass ``overwrite=True`` to replace newer checkpoints, or save a newer step.
+  """
+
+  def __init__(self, path: str, step: Any):
+    super().__init__(
+      f'Trying to save an outdated checkpoint at step: "{step}" and path: "{path}". '
+      'Pass overwrite=True to replace newer checkpoints.'
+    )
+
+
+class AlreadyExistsError(FlaxlikeError):
+  """A checkpoint file for this step exists already.
+
+  Fix: pass ``overwrite=True``.
+  """
+
+  def __init__(self, path: str):
+    super().__init__(
+      f'Trying overwrite an existing file: "{path}". Pass overwrite=True to replace it.'
+    )

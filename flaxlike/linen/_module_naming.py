@@ -1,0 +1,80 @@
+"""How submodules held in attributes get their names and scopes.
+
+Two situations name a submodule after the attribute that holds it:
+
+- **Setup attributes.** ``self.proj = Dense(3)`` in ``setup``: the Dense was created
+  with this module as parent but no name, and is named ``proj`` here.
+- **Adoption.** A module created outside (``parent=None``) and passed in a dataclass
+  field is cloned and the clone is named after the field. One instance held in several
+  places is cloned once, so it keeps one scope (shared by identity).
+
+Containers are walked: a list or tuple gives ``attr_0, attr_1``, a dict ``attr_key``,
+nested containers ``attr_1_0``. Lists become tuples and dicts ``FrozenDict`` so module
+attributes stay hashable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flaxlike.configurations import config
+from flaxlike.core.frozen_dict import FrozenDict
+
+
+def map_modules(fn: Callable[[str, Any], Any], value: Any, is_module: Callable[[Any], bool], suffix: str = '') -> Any:
+  """Rebuilds ``value`` with every module ``m`` found at ``suffix`` replaced by ``fn(suffix, m)``."""
+  if is_module(value):
+    return fn(suffix, value)
+  kind = type(value)
+  if kind is list or kind is tuple:
+    return tuple(map_modules(fn, v, is_module, f'{suffix}_{i}') for i, v in enumerate(value))
+  if isinstance(value, tuple) and hasattr(kind, '_fields'):  # namedtuple keeps its type
+    return kind(*(map_modules(fn, v, is_module, f'{suffix}_{i}') for i, v in enumerate(value)))
+  if kind is dict or kind is FrozenDict:
+    items = value._dict.items() if kind is FrozenDict else value.items()
+    mapped = {k: map_modules(fn, v, is_module, f'{suffix}_{k}') for k, v in items}
+    return FrozenDict(mapped, __unsafe_skip_copy__=True)
+  return value
+
+
+def register_submodules(
+  owner: Any, attr_name: str, value: Any, module_cls: type, adopted: dict[int, Any]
+) -> Any:
+  """Names, adopts and binds the modules in ``value``; returns the frozen attribute value.
+
+  Args:
+    owner: the module that will hold ``value`` in attribute ``attr_name``.
+    attr_name: the attribute (or dataclass field) name.
+    value: a module, a container of modules, or anything else.
+    module_cls: the Module base class (passed in to avoid an import cycle).
+    adopted: clones made so far for this owner, by id of the original; shared across
+      the owner's fields so one instance in two fields becomes one submodule.
+  """
+  kind = type(value)
+  if not (isinstance(value, module_cls) or kind in (list, tuple, dict, FrozenDict) or
+          (isinstance(value, tuple) and hasattr(kind, '_fields'))):
+    return value
+  to_attach: list[Any] = []
+  preserve_names = config.flax_preserve_adopted_names
+
+  def attach(suffix: str, sub: Any) -> Any:
+    if sub.parent is None:
+      # Created outside any module: clone it so the caller's instance stays unbound.
+      own_name = sub.name
+      if id(sub) in adopted:
+        return adopted[id(sub)]
+      clone = sub.clone(parent=None, name=None)
+      adopted[id(sub)] = clone
+      object.__setattr__(clone, 'parent', owner)
+      object.__setattr__(clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}')
+      to_attach.append(clone)
+      return clone
+    if sub.parent is owner and sub.name is None:
+      object.__setattr__(sub, 'name', f'{attr_name}{suffix}')
+      to_attach.append(sub)
+    return sub
+
+  frozen = map_modules(attach, value, lambda v: isinstance(v, module_cls))
+  for sub in to_attach:
+    sub._attach_to_parent()
+  return frozen
