@@ -114,7 +114,8 @@ def compact(fun: Callable[..., T]) -> Callable[..., T]:
   >>> class MLP(nn.Module):
   ...   @nn.compact
   ...   def __call__(self, x):
-  ...     return nn.Dense(2)(nn.relu(nn.Dense(4)(x)))
+  ...     h = nn.relu(nn.Dense(4)(x))
+  ...     return nn.Dense(2)(h)
   >>> params = MLP().init(jax.random.key(0), jnp.ones((1, 3)))['params']
   >>> list(params)
   ['Dense_0', 'Dense_1']
@@ -215,7 +216,8 @@ def _wrap_name_scope_method(fun: Callable[..., Any]) -> Callable[..., Any]:
       self._try_setup()
     holder = self._state.name_scopes.get(method_name)
     if holder is None:
-      holder = _NameScope(parent=self, name=method_name)
+      # Bound directly to a child scope: the method itself need not be compact.
+      holder = _NameScope(parent=self.scope.push(method_name), name=method_name)
       self._state.name_scopes[method_name] = holder
     holder_state = holder._state
     recurrent = holder_state.in_compact_method

@@ -1,0 +1,32 @@
+# make test: set up .venv if needed and run the whole suite (tests, docstrings, docs/).
+# make demo: set up .venv if needed and run the main example end to end.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test demo golden bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+# Re-record the Linen golden fixtures; needs flax, installed in its own venv only.
+golden:
+	test -x .flaxenv/bin/python || $(PYTHON) -m venv .flaxenv
+	.flaxenv/bin/pip install --quiet flax==0.12.8 jax==0.10.2 jaxlib==0.10.2
+	.flaxenv/bin/python tests/fixtures/make_golden.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
