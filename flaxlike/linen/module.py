@@ -709,6 +709,7 @@ class Module:
     Returns:
       ``{collection: {...}}`` as plain nested dicts, in creation order.
     """
+    _check_instance(self)
     return self.init_with_output(
       rngs, *args, method=method, mutable=mutable, capture_intermediates=capture_intermediates,
       **kwargs,

@@ -1,0 +1,406 @@
+"""The Module system: lifecycle, naming, variables, init/apply/bind, hooks, errors."""
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flaxlike as nn
+from flaxlike import config, errors
+
+KEY = jax.random.key(0)
+X = jnp.ones((2, 3))
+
+
+class MLP(nn.Module):
+  widths: tuple = (4, 2)
+
+  @nn.compact
+  def __call__(self, x):
+    for w in self.widths[:-1]:
+      x = nn.relu(nn.Dense(w)(x))
+    return nn.Dense(self.widths[-1])(x)
+
+
+class SetupModel(nn.Module):
+  def setup(self):
+    self.layers = [nn.Dense(3), nn.Dense(2)]
+    self.proj = nn.Dense(2, name='projection')
+
+  def __call__(self, x):
+    for layer in self.layers:
+      x = layer(x)
+    return self.proj(x)
+
+  def encode(self, x):
+    return self.layers[0](x)
+
+
+class BatchStat(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    mean = self.variable('batch_stats', 'mean', jnp.zeros, x.shape[-1:])
+    if not self.is_initializing() and self.is_mutable_collection('batch_stats'):
+      mean.value = 0.9 * mean.value + 0.1 * x.mean(0)
+    return x - mean.value[None, :]
+
+
+def test_jit_training_loop_with_optax_reduces_loss():
+  model = MLP((8, 1))
+  x = jnp.linspace(-1, 1, 32).reshape(16, 2)
+  y = jnp.sin(x.sum(-1, keepdims=True))
+  params = model.init(KEY, x)['params']
+  tx = optax.adam(1e-2)
+  opt_state = tx.init(params)
+
+  def loss_fn(params):
+    return jnp.mean((model.apply({'params': params}, x) - y) ** 2)
+
+  @jax.jit
+  def step(params, opt_state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  first = None
+  for _ in range(100):
+    params, opt_state, loss = step(params, opt_state)
+    first = first if first is not None else float(loss)
+  assert float(loss) < 0.2 * first
+
+
+def test_jitted_init_matches_eager_values():
+  eager = MLP().init(KEY, X)
+  jitted = jax.jit(MLP().init)(KEY, X)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, eager, jitted)
+
+
+def test_setup_names_and_methods():
+  model = SetupModel()
+  variables = model.init(KEY, X)
+  assert list(variables['params']) == ['layers_0', 'layers_1', 'projection']
+  assert model.apply(variables, X).shape == (2, 2)
+  np.testing.assert_allclose(
+    model.apply(variables, X, method='encode'),
+    X @ variables['params']['layers_0']['kernel'] + variables['params']['layers_0']['bias'][None],
+    rtol=1e-6,
+  )
+  assert model.apply(variables, X, method=SetupModel.encode).shape == (2, 3)
+  assert model.apply(variables, X, method=lambda m, x: m.layers[1](m.encode(x))).shape == (2, 2)
+
+
+def test_bind_exposes_setup_submodules_and_unbind_round_trips():
+  model = SetupModel()
+  variables = model.init(KEY, X)
+  bound = model.bind(variables)
+  assert isinstance(bound.layers, tuple) and bound.layers[0].name == 'layers_0'
+  np.testing.assert_allclose(bound(X), model.apply(variables, X))
+  unbound, unbound_vars = bound.unbind()
+  assert unbound.scope is None
+  np.testing.assert_allclose(unbound.apply(unbound_vars, X), model.apply(variables, X))
+
+
+def test_batch_stats_update_and_mutable_output():
+  model = BatchStat()
+  variables = model.init(KEY, X)
+  assert float(variables['batch_stats']['mean'].sum()) == 0.0
+  _, updates = model.apply(variables, X, mutable=['batch_stats'])
+  np.testing.assert_allclose(updates['batch_stats']['mean'], 0.1 * np.ones(3), rtol=1e-6)
+  assert set(updates) == {'batch_stats'}
+  # Read-only apply leaves the stats alone and returns only the output.
+  out = model.apply(variables, X)
+  np.testing.assert_allclose(out, X)
+
+
+def test_calling_compact_child_twice_shares_params():
+  class Twice(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      dense = nn.Dense(3)
+      return dense(dense(x))
+
+  variables = Twice().init(KEY, X)
+  assert list(variables['params']) == ['Dense_0']
+  kernel, bias = variables['params']['Dense_0']['kernel'], variables['params']['Dense_0']['bias']
+  once = X @ kernel + bias[None]
+  np.testing.assert_allclose(Twice().apply(variables, X), once @ kernel + bias[None], rtol=1e-6)
+
+
+def test_adopted_module_is_named_after_field_and_shared_by_identity():
+  class Holder(nn.Module):
+    a: nn.Module
+    b: nn.Module
+
+    @nn.compact
+    def __call__(self, x):
+      return self.b(self.a(x))
+
+  inner = nn.Dense(3, name='ignored')
+  variables = Holder(inner, inner).init(KEY, X)
+  assert list(variables['params']) == ['a']
+  assert inner.scope is None and inner.name == 'ignored'  # the caller's instance is untouched
+
+
+def test_preserve_adopted_names_flag():
+  class Holder(nn.Module):
+    inner: nn.Module
+
+    def __call__(self, x):
+      return self.inner(x)
+
+  with config.temp_flip_flag('flax_preserve_adopted_names', True):
+    variables = Holder(nn.Dense(2, name='foo')).init(KEY, X)
+  assert list(variables['params']) == ['foo']
+
+
+def test_sow_capture_and_intercept():
+  class Sower(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      self.sow('intermediates', 'h', x)
+      return nn.Dense(2)(x)
+
+  model = Sower()
+  variables = model.init(KEY, X)
+  assert 'intermediates' not in variables
+  _, state = model.apply(variables, X, mutable=['intermediates'])
+  np.testing.assert_array_equal(state['intermediates']['h'][0], X)
+  y, state = model.apply(variables, X, capture_intermediates=True)
+  assert set(state['intermediates']) == {'h', 'Dense_0', '__call__'}
+  np.testing.assert_allclose(state['intermediates']['__call__'][0], y)
+
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    seen.append((type(context.module).__name__, context.method_name))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.apply(variables, X)
+  assert seen == [('Sower', '__call__'), ('Dense', '__call__')]
+
+
+def test_perturb_gives_gradient_of_intermediate():
+  class Perturbed(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = self.perturb('h', nn.Dense(3)(x))
+      return jnp.sum(h**2)
+
+  model = Perturbed()
+  variables = model.init(KEY, X)
+  assert variables['perturbations']['h'].shape == (2, 3)
+
+  def loss(perturbations):
+    return model.apply({'params': variables['params'], 'perturbations': perturbations}, X)
+
+  grads = jax.grad(loss)(variables['perturbations'])
+  kernel, bias = variables['params']['Dense_0']['kernel'], variables['params']['Dense_0']['bias']
+  np.testing.assert_allclose(grads['h'], 2 * (X @ kernel + bias[None]), rtol=1e-5)
+
+
+def test_share_scope_and_compact_name_scope():
+  class Shared(nn.Module):
+    def setup(self):
+      self.inner = nn.Dense(2)
+      nn.share_scope(self, self.inner)
+
+    def __call__(self, x):
+      return self.inner(x)
+
+  assert list(Shared().init(KEY, X)['params']) == ['kernel', 'bias']
+
+  class Scoped(nn.Module):
+    @nn.compact_name_scope
+    def up(self, x):
+      return nn.Dense(4)(x)
+
+    def __call__(self, x):
+      # Like a compact method, a second call reuses the children of the first.
+      return self.up(x) + self.up(x)
+
+  variables = Scoped().init(KEY, X)
+  assert {k: list(v) for k, v in variables['params'].items()} == {'up': ['Dense_0']}
+
+
+def test_lazy_init_module():
+  abstract = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+  lazy = MLP().lazy_init(KEY, abstract)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, lazy, MLP().init(KEY, X))
+
+
+def test_functional_apply_and_init():
+  model = MLP()
+  variables = nn.init(lambda m, x: m(x), model)(KEY, X)
+  y, _ = nn.init_with_output(lambda m, x: m(x), model)(KEY, X)
+  np.testing.assert_allclose(nn.apply(lambda m, x: m(x), model)(variables, X), y)
+
+
+def test_modules_are_hashable_comparable_and_picklable():
+  a, b = nn.Dense(3), nn.Dense(3)
+  assert a == b and hash(a) == hash(b) and a != nn.Dense(4)
+  restored = pickle.loads(pickle.dumps(MLP((5, 1))))
+  assert restored == MLP((5, 1))
+  variables = restored.init(KEY, X)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables, MLP((5, 1)).init(KEY, X))
+
+
+def test_list_fields_become_tuples_when_bound():
+  class Widths(nn.Module):
+    widths: list
+
+    @nn.compact
+    def __call__(self, x):
+      assert isinstance(self.widths, tuple)
+      return x
+
+  Widths([1, 2]).init(KEY, X)
+
+
+def test_repr_lists_attributes():
+  text = repr(MLP((3, 1)))
+  assert text.startswith('MLP(\n    # attributes\n    widths = (3, 1)')
+
+
+def test_module_is_a_pytree_leaf():
+  assert jax.tree_util.tree_leaves([nn.Dense(2)]) == [nn.Dense(2)]
+
+
+# -- error catalogue ---------------------------------------------------------------------------
+
+
+def test_compact_on_unbound_module():
+  with pytest.raises(errors.CallCompactUnboundModuleError):
+    MLP()(X)
+
+
+def test_submodule_outside_setup_or_compact():
+  class Bad(nn.Module):
+    def __call__(self, x):
+      return nn.Dense(2)(x)
+
+  with pytest.raises(errors.AssignSubModuleError, match='Dense'):
+    Bad().init(KEY, X)
+
+
+def test_duplicate_names():
+  class Dup(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      nn.Dense(2, name='d')(x)
+      return nn.Dense(2, name='d')(x)
+
+  with pytest.raises(errors.NameInUseError, match='submodule "d" in Module Dup'):
+    Dup().init(KEY, X)
+
+  class DupParam(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      self.param('w', nn.initializers.zeros, ())
+      return self.param('w', nn.initializers.zeros, ())
+
+  with pytest.raises(errors.NameInUseError, match='param "w" in Module DupParam'):
+    DupParam().init(KEY, X)
+
+
+def test_frozen_attributes():
+  with pytest.raises(errors.SetAttributeFrozenModuleError, match='features=5'):
+    nn.Dense(3).features = 5
+
+  class Reassign(nn.Module):
+    size: int = 1
+
+    def setup(self):
+      self.size = 2
+
+    def __call__(self, x):
+      return x
+
+  with pytest.raises(errors.SetAttributeInModuleSetupError):
+    Reassign().init(KEY, X)
+
+
+def test_reserved_field_names():
+  with pytest.raises(errors.ReservedModuleAttributeError):
+
+    class Bad(nn.Module):  # noqa: F841
+      name: str
+
+
+def test_post_init_without_super():
+  class Forgetful(nn.Module):
+    def __post_init__(self):
+      pass
+
+  with pytest.raises(errors.IncorrectPostInitOverrideError):
+    Forgetful()
+
+
+def test_invalid_method_and_class_instead_of_instance():
+  variables = MLP().init(KEY, X)
+  with pytest.raises(errors.ApplyModuleInvalidMethodError, match='nope'):
+    MLP().apply(variables, X, method='nope')
+  with pytest.raises(errors.InvalidInstanceModuleError):
+    MLP.init(KEY, X)  # type: ignore[call-arg]
+
+
+def test_missing_dropout_rng_error_names_path():
+  class Noisy(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return x + jax.random.normal(self.make_rng('dropout'), x.shape)
+
+  class Outer(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return Noisy()(x)
+
+  variables = Outer().init(KEY, X)
+  with pytest.raises(errors.InvalidRngError, match=r'/Noisy_0 needs PRNG for "dropout"'):
+    Outer().apply(variables, X)
+  Outer().apply(variables, X, rngs={'dropout': jax.random.key(1)})
+
+
+def test_unbind_unbound_and_setup_attribute_on_unbound():
+  with pytest.raises(errors.CallUnbindOnUnboundModuleError):
+    MLP().unbind()
+  with pytest.raises(AttributeError, match='defined in setup'):
+    SetupModel().layers  # noqa: B018
+
+
+def test_bound_module_invalid_after_apply():
+  kept = []
+
+  class Keeper(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      kept.append(self)
+      return nn.Dense(2)(x)
+
+  variables = Keeper().init(KEY, X)
+  with pytest.raises(errors.InvalidScopeError):
+    kept[0].make_rng('params')
+  del variables
+
+
+def test_property_typo_is_reported():
+  class WithProperty(nn.Module):
+    @property
+    def doubled(self):
+      return self.missing * 2
+
+    @nn.compact
+    def __call__(self, x):
+      return x * self.doubled
+
+  with pytest.raises(errors.DescriptorAttributeError):
+    WithProperty().init(KEY, X)
+
+
+def test_errors_pickle_with_message():
+  error = errors.ScopeParamNotFoundError('kernel', ('Dense_0',))
+  restored = pickle.loads(pickle.dumps(error))
+  assert str(restored) == str(error) and '/Dense_0' in str(restored)
