@@ -455,3 +455,49 @@ class AlreadyExistsError(FlaxlikeError):
     super().__init__(
       f'Trying overwrite an existing file: "{path}". Pass overwrite=True to replace it.'
     )
+
+
+class RestoreMismatchError(FlaxlikeError):
+  """A strict restore found a value that does not fit the target.
+
+  ``from_state_dict``/``from_bytes``/``restore_checkpoint`` with ``strict=True`` require
+  every array leaf to have the target's shape and dtype and the state to have no dict
+  keys the target lacks. The usual cause is a checkpoint written by a different model
+  configuration (other layer sizes, other param dtype) or for a different structure.
+
+  Fix: build the target with the configuration the checkpoint was saved with, convert
+  the state dict before restoring, or restore with ``strict=False`` to take the stored
+  values as they are.
+  """
+
+  def __init__(self, path: str, expected: Any, found: Any):
+    super().__init__(
+      f'Restored value at "{path}" does not match the target: expected {expected}, '
+      f'found {found}. Build the target with the configuration the data was saved with, '
+      'or restore with strict=False.'
+    )
+
+
+class MsgpackDecodeError(FlaxlikeError):
+  """Bytes given to ``msgpack_restore``/``from_bytes``/``read_bytes`` are not a valid
+  flaxlike/Flax msgpack document.
+
+  Causes: a truncated or corrupted file (interrupted copy, disk error), a file in another
+  format, a declared length larger than the data, an unsupported or object dtype, a
+  nesting deeper than ``serialization.MAX_DEPTH``, or an array payload whose size does
+  not match its shape and dtype. Nothing is allocated beyond what the input can back.
+
+  Fix: re-copy or re-create the file; for checkpoints, restore an older step.
+  """
+
+  def __init__(self, problem: str, path: str | None = None, offset: int | None = None):
+    where = []
+    if path is not None:
+      where.append(f'at "{path}"')
+    if offset is not None:
+      where.append(f'byte offset {offset}')
+    suffix = f' ({", ".join(where)})' if where else ''
+    super().__init__(
+      f'Invalid msgpack data{suffix}: {problem}. The data is truncated, corrupted or not '
+      'a flaxlike/Flax msgpack document; re-create it or restore an older copy.'
+    )
