@@ -2,8 +2,9 @@
 
 Every wrapped module method reads this once per call, so it is kept to a few plain
 attributes: the module stack (to find the parent of a module being constructed) and a
-single ``hooks_active`` flag that is False unless an interceptor, intermediates capture
-or profiling is on, so the common call pays for none of them.
+single ``hooks_active`` flag that is False unless an interceptor or intermediates capture
+is on (plus the ``flax_profile`` config flag, read directly so ``config.update`` takes
+effect at once), so the common call pays for none of them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class _Context(threading.local):
 
   def refresh_hooks(self) -> None:
     capture = bool(self.capture_stack and self.capture_stack[-1])
-    self.hooks_active = bool(self.interceptors) or capture or config.flax_profile
+    self.hooks_active = bool(self.interceptors) or capture
 
 
 context = _Context()

@@ -191,7 +191,7 @@ def _wrap_method(fun: Callable[..., Any]) -> Callable[..., Any]:
     stack = _context.module_stack
     stack.append(self)
     try:
-      if _context.hooks_active:
+      if _context.hooks_active or config.flax_profile:
         return call_with_hooks(self, fun, method_name, args, kwargs)
       return fun(self, *args, **kwargs)
     finally:
