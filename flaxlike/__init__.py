@@ -18,5 +18,6 @@ from flaxlike.linen import dtypes as dtypes
 from flaxlike.linen import initializers as initializers
 from flaxlike.linen import linear as linear
 from flaxlike.linen import module as module
+from flaxlike.linen import normalization as normalization
 
 __version__ = '0.1.0'

@@ -6,6 +6,7 @@ from flaxlike.linen import dtypes as dtypes
 from flaxlike.linen import initializers as initializers
 from flaxlike.linen import linear as linear
 from flaxlike.linen import module as module
+from flaxlike.linen import normalization as normalization
 
 from flaxlike.core import DenyList as DenyList
 from flaxlike.core import FrozenDict as FrozenDict
@@ -59,3 +60,10 @@ from flaxlike.linen.module import intercept_methods as intercept_methods
 from flaxlike.linen.module import merge_param as merge_param
 from flaxlike.linen.module import nowrap as nowrap
 from flaxlike.linen.module import share_scope as share_scope
+from flaxlike.linen.normalization import BatchNorm as BatchNorm
+from flaxlike.linen.normalization import GroupNorm as GroupNorm
+from flaxlike.linen.normalization import InstanceNorm as InstanceNorm
+from flaxlike.linen.normalization import LayerNorm as LayerNorm
+from flaxlike.linen.normalization import RMSNorm as RMSNorm
+from flaxlike.linen.normalization import SpectralNorm as SpectralNorm
+from flaxlike.linen.normalization import WeightNorm as WeightNorm
