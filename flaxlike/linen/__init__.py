@@ -2,11 +2,15 @@
 
 # Layer-family submodules, importable as attributes (nn.initializers, nn.activation, ...).
 from flaxlike.linen import activation as activation
+from flaxlike.linen import batch_apply as batch_apply
+from flaxlike.linen import combinators as combinators
 from flaxlike.linen import dtypes as dtypes
 from flaxlike.linen import initializers as initializers
 from flaxlike.linen import linear as linear
 from flaxlike.linen import module as module
 from flaxlike.linen import normalization as normalization
+from flaxlike.linen import pooling as pooling
+from flaxlike.linen import stochastic as stochastic
 
 from flaxlike.core import DenyList as DenyList
 from flaxlike.core import FrozenDict as FrozenDict
@@ -44,11 +48,19 @@ from flaxlike.linen.activation import softplus as softplus
 from flaxlike.linen.activation import standardize as standardize
 from flaxlike.linen.activation import swish as swish
 from flaxlike.linen.activation import tanh as tanh
+from flaxlike.linen.batch_apply import BatchApply as BatchApply
+from flaxlike.linen.combinators import Sequential as Sequential
 from flaxlike.linen.dtypes import canonicalize_dtype as canonicalize_dtype
 from flaxlike.linen.dtypes import promote_dtype as promote_dtype
 from flaxlike.linen.initializers import ones_init as ones_init
 from flaxlike.linen.initializers import zeros_init as zeros_init
+from flaxlike.linen.linear import Conv as Conv
+from flaxlike.linen.linear import ConvLocal as ConvLocal
+from flaxlike.linen.linear import ConvTranspose as ConvTranspose
 from flaxlike.linen.linear import Dense as Dense
+from flaxlike.linen.linear import DenseGeneral as DenseGeneral
+from flaxlike.linen.linear import Einsum as Einsum
+from flaxlike.linen.linear import Embed as Embed
 from flaxlike.linen.module import InterceptorContext as InterceptorContext
 from flaxlike.linen.module import Module as Module
 from flaxlike.linen.module import apply as apply
@@ -67,3 +79,8 @@ from flaxlike.linen.normalization import LayerNorm as LayerNorm
 from flaxlike.linen.normalization import RMSNorm as RMSNorm
 from flaxlike.linen.normalization import SpectralNorm as SpectralNorm
 from flaxlike.linen.normalization import WeightNorm as WeightNorm
+from flaxlike.linen.pooling import avg_pool as avg_pool
+from flaxlike.linen.pooling import max_pool as max_pool
+from flaxlike.linen.pooling import min_pool as min_pool
+from flaxlike.linen.pooling import pool as pool
+from flaxlike.linen.stochastic import Dropout as Dropout
