@@ -404,3 +404,61 @@ def test_errors_pickle_with_message():
   error = errors.ScopeParamNotFoundError('kernel', ('Dense_0',))
   restored = pickle.loads(pickle.dumps(error))
   assert str(restored) == str(error) and '/Dense_0' in str(restored)
+
+
+def test_module_paths_lists_every_called_module():
+  class Outer(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return MLP((3, 2))(x)
+
+  paths = Outer().module_paths(KEY, X)
+  assert list(paths) == ['', 'MLP_0', 'MLP_0/Dense_0', 'MLP_0/Dense_1']
+  assert paths['MLP_0'] == MLP((3, 2), name='MLP_0') and paths['MLP_0'].scope is None
+
+
+def test_named_call_profiling_names_ops():
+  def names(enable):
+    with nn.override_named_call(enable):
+      jaxpr = jax.make_jaxpr(lambda x: MLP().init_with_output(KEY, x)[0])(X)
+    return {str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns}
+
+  assert any('Dense_1' in n for n in names(True))
+  assert not any('Dense_1' in n for n in names(False))
+
+
+def test_keyword_only_fields_allow_defaults_in_base_classes():
+  class Base(nn.Module, kw_only=True):
+    scale: float = 1.0
+
+  class Child(Base, kw_only=True):
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(self.features)(x) * self.scale
+
+  model = Child(features=2, scale=3.0)
+  assert model.apply(model.init(KEY, X), X).shape == (2, 2)
+  with pytest.raises(TypeError):
+    Child(2)  # keyword-only
+
+
+def test_cloudpickle_of_locally_defined_module():
+  cloudpickle = pytest.importorskip('cloudpickle')
+
+  class Local(nn.Module):
+    features: int = 2
+
+    def setup(self):
+      self.dense = nn.Dense(self.features)
+
+    def __call__(self, x):
+      return self.dense(x)
+
+  model = cloudpickle.loads(cloudpickle.dumps(Local(3)))
+  variables = model.init(KEY, X)
+  assert variables['params']['dense']['kernel'].shape == (3, 3)
+  bound = Local(3).bind(Local(3).init(KEY, X))
+  restored = cloudpickle.loads(cloudpickle.dumps(bound))
+  assert restored.scope is None and restored == Local(3)

@@ -66,11 +66,14 @@ from flaxlike.linen.module import Module as Module
 from flaxlike.linen.module import apply as apply
 from flaxlike.linen.module import compact as compact
 from flaxlike.linen.module import compact_name_scope as compact_name_scope
+from flaxlike.linen.module import disable_named_call as disable_named_call
+from flaxlike.linen.module import enable_named_call as enable_named_call
 from flaxlike.linen.module import init as init
 from flaxlike.linen.module import init_with_output as init_with_output
 from flaxlike.linen.module import intercept_methods as intercept_methods
 from flaxlike.linen.module import merge_param as merge_param
 from flaxlike.linen.module import nowrap as nowrap
+from flaxlike.linen.module import override_named_call as override_named_call
 from flaxlike.linen.module import share_scope as share_scope
 from flaxlike.linen.normalization import BatchNorm as BatchNorm
 from flaxlike.linen.normalization import GroupNorm as GroupNorm

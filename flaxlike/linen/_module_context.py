@@ -14,6 +14,8 @@ import dataclasses
 import threading
 from typing import Any, Callable, Iterator
 
+import jax
+
 from flaxlike.configurations import config
 
 
@@ -24,6 +26,11 @@ class _Context(threading.local):
     # One entry per running init/apply: the capture_intermediates filter (or False).
     self.capture_stack: list[Any] = []
     self.hooks_active = False
+
+  def __reduce__(self) -> str:
+    # A singleton: pickles (e.g. cloudpickle copying a wrapped method) refer to the
+    # module global instead of copying per-thread state.
+    return 'context'
 
   def refresh_hooks(self) -> None:
     capture = bool(self.capture_stack and self.capture_stack[-1])
@@ -85,10 +92,36 @@ def _capture_filter(capture: Any) -> Callable[[Any, str], bool] | None:
   return None
 
 
+def profiling_name(module: Any, method_name: str) -> str:
+  """The ``jax.named_scope`` name of a method call: ``Dense_0`` or ``Dense_0.encode``."""
+  base = module.name or type(module).__name__
+  return base if method_name == '__call__' else f'{base}.{method_name}'
+
+
+def enable_named_call() -> None:
+  """Runs every module method under a ``jax.named_scope`` named after the module."""
+  config.update('flax_profile', True)
+
+
+def disable_named_call() -> None:
+  """Stops wrapping module methods in ``jax.named_scope``."""
+  config.update('flax_profile', False)
+
+
+@contextlib.contextmanager
+def override_named_call(enable: bool = True) -> Iterator[None]:
+  """Turns named-call profiling on or off for the duration of a ``with`` block."""
+  with config.temp_flip_flag('flax_profile', enable):
+    yield
+
+
 def call_with_hooks(
   module: Any, fun: Callable[..., Any], method_name: str, args: tuple, kwargs: dict
 ) -> Any:
   """Runs ``fun`` through interceptors, profiling scopes and intermediates capture."""
+  if not context.hooks_active:  # profiling alone: the cheap path
+    with jax.named_scope(profiling_name(module, method_name)):
+      return fun(module, *args, **kwargs)
 
   def run(*a, **k):
     return fun(module, *a, **k)
@@ -98,9 +131,7 @@ def call_with_hooks(
     for interceptor in context.interceptors:
       run = _chain(interceptor, run, ctx)
   if config.flax_profile:
-    import jax
-
-    with jax.named_scope(f'{type(module).__name__}.{method_name}'):
+    with jax.named_scope(profiling_name(module, method_name)):
       y = run(*args, **kwargs)
   else:
     y = run(*args, **kwargs)

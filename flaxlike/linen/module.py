@@ -37,7 +37,10 @@ from flaxlike.linen._module_context import (
   InterceptorContext as InterceptorContext,
   call_with_hooks,
   context as _context,
+  disable_named_call as disable_named_call,
+  enable_named_call as enable_named_call,
   intercept_methods as intercept_methods,
+  override_named_call as override_named_call,
 )
 
 T = TypeVar('T')
@@ -731,6 +734,38 @@ class Module:
 
     return core_scope.lazy_init(scope_fn, mutable=mutable)(rngs, *args, **kwargs)
 
+  def module_paths(
+    self, rngs: Any, *args: Any, mutable: Filter = DenyList('intermediates'), **kwargs: Any
+  ) -> dict[str, Module]:
+    """Maps the path of every module that ``init`` would call to an unbound copy of it.
+
+    The root is ``''``; children are ``'Dense_0'``, ``'Block_0/Dense_1'``. Only shapes
+    are computed (under ``jax.eval_shape``).
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     return nn.Dense(2)(x)
+    >>> list(Net().module_paths(jax.random.key(0), jnp.ones((1, 3))))
+    ['', 'Dense_0']
+    """
+    _check_instance(self)
+    found: dict[str, Module] = {}
+
+    def record(next_fun, call_args, call_kwargs, ctx):
+      path = '/'.join(ctx.module.scope.path)
+      if path not in found:
+        found[path] = ctx.module
+      return next_fun(*call_args, **call_kwargs)
+
+    with intercept_methods(record):
+      jax.eval_shape(lambda r: self.init(r, *args, mutable=mutable, **kwargs), rngs)
+    return {path: m.clone(parent=None, _deep_clone=True) for path, m in found.items()}
+
   def bind(self: T, variables: Mapping[str, Any], *args: Any, rngs: Mapping[str, PRNGKey] | None = None,
            mutable: Filter = False) -> T:
     """Returns a copy bound to ``variables``, for interactive use outside ``apply``.
@@ -896,4 +931,5 @@ def merge_param(name: str, a: T | None, b: T | None) -> T:
 __all__ = [
   'Module', 'compact', 'nowrap', 'compact_name_scope', 'share_scope', 'apply', 'init',
   'init_with_output', 'merge_param', 'intercept_methods', 'InterceptorContext', 'Variable',
+  'enable_named_call', 'disable_named_call', 'override_named_call',
 ]
