@@ -11,6 +11,7 @@ from flaxlike import linen as linen
 from flaxlike import serialization as serialization
 from flaxlike import struct as struct
 from flaxlike import traverse_util as traverse_util
+from flaxlike import training as training
 from flaxlike.configurations import config as config
 from flaxlike.linen import *  # noqa: F403  (the Linen namespace, listed in linen/__init__)
 from flaxlike.linen import activation as activation

@@ -1,0 +1,6 @@
+"""Training helpers mirroring ``flax.training``: ``train_state``, ``checkpoints``,
+``common_utils``."""
+
+from flaxlike.training import checkpoints as checkpoints
+from flaxlike.training import common_utils as common_utils
+from flaxlike.training import train_state as train_state
