@@ -8,6 +8,8 @@ from flaxlike.linen import dtypes as dtypes
 from flaxlike.linen import initializers as initializers
 from flaxlike.linen import linear as linear
 from flaxlike.linen import module as module
+from flaxlike.linen import summary as summary
+from flaxlike.linen import attention as attention
 from flaxlike.linen import normalization as normalization
 from flaxlike.linen import pooling as pooling
 from flaxlike.linen import stochastic as stochastic
@@ -75,6 +77,7 @@ from flaxlike.linen.module import merge_param as merge_param
 from flaxlike.linen.module import nowrap as nowrap
 from flaxlike.linen.module import override_named_call as override_named_call
 from flaxlike.linen.module import share_scope as share_scope
+from flaxlike.linen.summary import tabulate as tabulate
 from flaxlike.linen.normalization import BatchNorm as BatchNorm
 from flaxlike.linen.normalization import GroupNorm as GroupNorm
 from flaxlike.linen.normalization import InstanceNorm as InstanceNorm
@@ -87,3 +90,11 @@ from flaxlike.linen.pooling import max_pool as max_pool
 from flaxlike.linen.pooling import min_pool as min_pool
 from flaxlike.linen.pooling import pool as pool
 from flaxlike.linen.stochastic import Dropout as Dropout
+from flaxlike.linen.attention import MultiHeadAttention as MultiHeadAttention
+from flaxlike.linen.attention import MultiHeadDotProductAttention as MultiHeadDotProductAttention
+from flaxlike.linen.attention import SelfAttention as SelfAttention
+from flaxlike.linen.attention import combine_masks as combine_masks
+from flaxlike.linen.attention import dot_product_attention as dot_product_attention
+from flaxlike.linen.attention import dot_product_attention_weights as dot_product_attention_weights
+from flaxlike.linen.attention import make_attention_mask as make_attention_mask
+from flaxlike.linen.attention import make_causal_mask as make_causal_mask

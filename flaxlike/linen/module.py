@@ -766,6 +766,12 @@ class Module:
       jax.eval_shape(lambda r: self.init(r, *args, mutable=mutable, **kwargs), rngs)
     return {path: m.clone(parent=None, _deep_clone=True) for path, m in found.items()}
 
+  def tabulate(self, rngs: Any, *args: Any, **kwargs: Any) -> str:
+    """A plain-text summary table of this module on ``args``; see ``nn.tabulate``."""
+    from flaxlike.linen import summary  # summary builds on Module; import on use
+
+    return summary.module_tabulate(self, rngs, *args, **kwargs)
+
   def bind(self: T, variables: Mapping[str, Any], *args: Any, rngs: Mapping[str, PRNGKey] | None = None,
            mutable: Filter = False) -> T:
     """Returns a copy bound to ``variables``, for interactive use outside ``apply``.
