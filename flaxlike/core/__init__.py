@@ -3,6 +3,7 @@
 Nothing here knows about Modules; a model is a plain function ``fn(scope, *args)``.
 """
 
+from flaxlike.core import lift as lift
 from flaxlike.core import meta as meta
 from flaxlike.core.frozen_dict import FrozenDict as FrozenDict
 from flaxlike.core.frozen_dict import copy as copy

@@ -235,6 +235,10 @@ def _validate_rngs(rngs: Any) -> dict[str, LazyRng]:
   return streams
 
 
+# Key under which a scope's counter table holds the counter table of child ``name``.
+_CHILD_COUNTERS = '__child__'
+
+
 #################################################
 # Variables
 #################################################
@@ -505,6 +509,12 @@ class Scope:
     child = self._children.get(name)
     if child is None:
       child = Scope(self._call, name=name, parent=self, path=self.path + (name,))
+      # Child counters live in this scope's counter table (as in Linen), so an inner
+      # scope of a lifted transform that shares the table shares the whole subtree.
+      counters = self.rng_counters.get((_CHILD_COUNTERS, name))
+      if counters is None:
+        counters = self.rng_counters[(_CHILD_COUNTERS, name)] = {}
+      child.rng_counters = counters
       self._children[name] = child
     elif not reuse:
       child.reservations = {}
