@@ -456,13 +456,20 @@ def _pack_ndarray(code: int, arr: np.ndarray, out: _Writer, packer: msgpack.Pack
     out.small += data
 
 
-def _chunked(arr: np.ndarray) -> dict[str, Any]:
+def _pack_chunked(arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
+  # Written directly rather than as a dict through _encode: the chunks must not be
+  # chunked again (a single element can exceed a lowered threshold).
   per_chunk = max(1, int(MAX_CHUNK_SIZE / arr.dtype.itemsize))
   flat = arr.reshape(-1)
-  chunks = {str(i): flat[start : start + per_chunk] for i, start in enumerate(
-    range(0, flat.size, per_chunk))}
-  return {_CHUNK_KEY: True, 'shape': {str(i): d for i, d in enumerate(arr.shape)},
-          'chunks': chunks}
+  starts = range(0, flat.size, per_chunk)
+  out.small += _map_header(3) + packer.pack(_CHUNK_KEY) + packer.pack(True)
+  out.small += packer.pack('shape') + _map_header(arr.ndim)
+  for i, d in enumerate(arr.shape):
+    out.small += packer.pack(str(i)) + packer.pack(int(d))
+  out.small += packer.pack('chunks') + _map_header(len(starts))
+  for i, start in enumerate(starts):
+    out.small += packer.pack(str(i))
+    _pack_ndarray(_EXT_NDARRAY, flat[start : start + per_chunk], out, packer)
 
 
 def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: str, depth: int, in_dict: bool):
@@ -491,7 +498,7 @@ def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: str, depth: int,
     # As in Flax, only arrays at the root or under dict values are chunked; arrays in
     # lists are not, because Flax's reader would not reassemble them there.
     if in_dict and arr.size * arr.dtype.itemsize > MAX_CHUNK_SIZE:
-      _encode(_chunked(arr), out, packer, path, depth, True)
+      _pack_chunked(arr, out, packer)
     else:
       _pack_ndarray(_EXT_NDARRAY, arr, out, packer)
     return
