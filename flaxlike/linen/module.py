@@ -17,11 +17,8 @@ Lifecycle (see docs/design/module-lifecycle.md):
 from __future__ import annotations
 
 import dataclasses
-import enum
-import functools
-import inspect
 import typing
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -29,264 +26,28 @@ from typing_extensions import dataclass_transform
 
 from flaxlike import errors
 from flaxlike.configurations import config
-from flaxlike.core import scope as core_scope
 from flaxlike.core.frozen_dict import FrozenDict
-from flaxlike.core.scope import DenyList, Filter, Scope, Variable, union_filters
+from flaxlike.core.scope import Scope, Variable
 from flaxlike.linen import _module_naming
-from flaxlike.linen._module_context import (
-  InterceptorContext as InterceptorContext,
-  call_with_hooks,
-  context as _context,
-  disable_named_call as disable_named_call,
-  enable_named_call as enable_named_call,
-  intercept_methods as intercept_methods,
-  override_named_call as override_named_call,
-)
+from flaxlike.linen._module_calls import compact as compact
+from flaxlike.linen._module_calls import compact_name_scope as compact_name_scope
+from flaxlike.linen._module_calls import nowrap as nowrap
+from flaxlike.linen._module_context import InterceptorContext as InterceptorContext
+from flaxlike.linen._module_context import context as _context
+from flaxlike.linen._module_context import disable_named_call as disable_named_call
+from flaxlike.linen._module_context import enable_named_call as enable_named_call
+from flaxlike.linen._module_context import intercept_methods as intercept_methods
+from flaxlike.linen._module_context import override_named_call as override_named_call
+from flaxlike.linen._module_dataclass import make_module_dataclass
+from flaxlike.linen._module_init_apply import InitApplyMixin
+from flaxlike.linen._module_init_apply import apply as apply
+from flaxlike.linen._module_init_apply import init as init
+from flaxlike.linen._module_init_apply import init_with_output as init_with_output
+from flaxlike.linen._module_state import _ModuleState, _SetupState, _unspecified_parent, _UnspecifiedParent
 
 T = TypeVar('T')
 PRNGKey = Any
 Array = Any
-
-
-class _UnspecifiedParent:
-  """Default of ``parent``: take the module whose method is running, if any."""
-
-  def __repr__(self) -> str:
-    return '_unspecified_parent'
-
-  def __reduce__(self):
-    return (_get_unspecified_parent, ())
-
-
-_unspecified_parent = _UnspecifiedParent()
-
-
-def _get_unspecified_parent() -> _UnspecifiedParent:
-  return _unspecified_parent
-
-
-class _SetupState(enum.IntEnum):
-  NEW = 0
-  # A lifted transform has run setup on a clone; setup submodules may alias scopes.
-  TRANSFORMED = 1
-  DONE = 2
-
-
-class _ModuleState:
-  """Mutable bookkeeping of one module instance (modules themselves are frozen)."""
-
-  __slots__ = (
-    'in_compact_method',
-    'in_setup',
-    'setup_called',
-    'is_initialized',
-    'autoname_cursor',
-    'children',
-    'adopted',
-    'name_scopes',
-  )
-
-  def __init__(self):
-    self.in_compact_method = False
-    self.in_setup = False
-    self.setup_called = _SetupState.NEW
-    self.is_initialized = False
-    self.autoname_cursor: dict[str, int] = {}
-    self.children: dict[str, Any] = {}
-    self.adopted: dict[int, Any] = {}
-    self.name_scopes: dict[str, Any] = {}
-
-  def reset(self) -> None:
-    self.in_compact_method = False
-    self.in_setup = False
-    self.autoname_cursor = {}
-
-
-#################################################
-# Method decorators
-#################################################
-
-
-def compact(fun: Callable[..., T]) -> Callable[..., T]:
-  """Marks a method whose body may declare submodules and variables inline.
-
-  Example:
-
-  >>> import jax, jax.numpy as jnp
-  >>> import flaxlike as nn
-  >>> class MLP(nn.Module):
-  ...   @nn.compact
-  ...   def __call__(self, x):
-  ...     h = nn.relu(nn.Dense(4)(x))
-  ...     return nn.Dense(2)(h)
-  >>> params = MLP().init(jax.random.key(0), jnp.ones((1, 3)))['params']
-  >>> list(params)
-  ['Dense_0', 'Dense_1']
-  """
-  fun.compact = True  # type: ignore[attr-defined]
-  return fun
-
-
-def nowrap(fun: Callable[..., T]) -> Callable[..., T]:
-  """Marks a helper method that must not be wrapped (no lazy setup, no naming scope).
-
-  Use it for methods that only compute something from fields, e.g. a shape helper
-  called from ``__post_init__``.
-  """
-  fun.nowrap = True  # type: ignore[attr-defined]
-  return fun
-
-
-def compact_name_scope(fun: Callable[..., T]) -> Callable[..., T]:
-  """Runs a method compactly with its submodules under a sub-scope named after it.
-
-  Example:
-
-  >>> import jax, jax.numpy as jnp
-  >>> import flaxlike as nn
-  >>> class AutoEncoder(nn.Module):
-  ...   @nn.compact_name_scope
-  ...   def up(self, x):
-  ...     return nn.Dense(4)(x)
-  ...   @nn.compact_name_scope
-  ...   def down(self, x):
-  ...     return nn.Dense(2)(x)
-  ...   def __call__(self, x):
-  ...     return self.down(self.up(x))
-  >>> params = AutoEncoder().init(jax.random.key(0), jnp.ones((1, 2)))['params']
-  >>> {k: list(v) for k, v in params.items()}
-  {'up': ['Dense_0'], 'down': ['Dense_0']}
-  """
-  fun.compact_name_scope = True  # type: ignore[attr-defined]
-  return fun
-
-
-# Methods of Module itself and dunders are never wrapped.
-_NEVER_WRAPPED = frozenset({
-  '__init__', '__post_init__', '__setattr__', '__getattr__', '__repr__', '__eq__',
-  '__hash__', '__reduce__', '__init_subclass__', '__getstate__', '__setstate__',
-})
-
-
-def _wrap_method(fun: Callable[..., Any]) -> Callable[..., Any]:
-  """Wraps a user method with lazy setup, the module stack and compact-call bookkeeping."""
-  method_name = fun.__name__
-  is_compact = getattr(fun, 'compact', False)
-  is_setup = method_name == 'setup'
-
-  @functools.wraps(fun)
-  def wrapped(self, *args, **kwargs):
-    state = self._state
-    scope = self.scope
-    recurrent = True
-    if is_setup:
-      if scope is None:
-        raise errors.CallSetupUnboundModuleError()
-      recurrent = state.in_setup
-      state.in_setup = True
-    elif state.setup_called is not _SetupState.DONE and scope is not None:
-      self._try_setup()
-    if is_compact:
-      if scope is None:
-        raise errors.CallCompactUnboundModuleError()
-      recurrent = state.in_compact_method
-      state.in_compact_method = True
-    stack = _context.module_stack
-    stack.append(self)
-    try:
-      if _context.hooks_active or config.flax_profile:
-        return call_with_hooks(self, fun, method_name, args, kwargs)
-      return fun(self, *args, **kwargs)
-    finally:
-      stack.pop()
-      if not recurrent:
-        if is_compact:
-          self.scope.rewind()
-        state.reset()
-
-  wrapped.__flaxlike_method__ = fun  # type: ignore[attr-defined]
-  return wrapped
-
-
-def _wrap_name_scope_method(fun: Callable[..., Any]) -> Callable[..., Any]:
-  method_name = fun.__name__
-
-  @functools.wraps(fun)
-  def wrapped(self, *args, **kwargs):
-    if self.scope is None:
-      raise errors.CallCompactUnboundModuleError()
-    if self._state.setup_called is not _SetupState.DONE:
-      self._try_setup()
-    holder = self._state.name_scopes.get(method_name)
-    if holder is None:
-      # Bound directly to a child scope: the method itself need not be compact.
-      holder = _NameScope(parent=self.scope.push(method_name), name=method_name)
-      self._state.name_scopes[method_name] = holder
-    holder_state = holder._state
-    recurrent = holder_state.in_compact_method
-    holder_state.in_compact_method = True
-    stack = _context.module_stack
-    stack.append(holder)
-    try:
-      return fun(self, *args, **kwargs)
-    finally:
-      stack.pop()
-      if not recurrent:
-        holder.scope.rewind()
-        holder_state.reset()
-
-  wrapped.__flaxlike_method__ = fun  # type: ignore[attr-defined]
-  return wrapped
-
-
-def _wrap_property(prop: property) -> property:
-  getter = prop.fget
-
-  @functools.wraps(getter)  # type: ignore[arg-type]
-  def fget(self):
-    if self.scope is not None and self._state.setup_called is not _SetupState.DONE:
-      self._try_setup()
-    try:
-      return getter(self)  # type: ignore[misc]
-    except AttributeError as e:
-      # Module.__getattr__ would otherwise turn a typo inside the property into a
-      # misleading "no attribute <property name>".
-      raise errors.DescriptorAttributeError() from e
-
-  return property(fget, prop.fset, prop.fdel, prop.__doc__)
-
-
-def _wrap_class_methods(cls: type) -> None:
-  for name, value in list(cls.__dict__.items()):
-    if name in _NEVER_WRAPPED or (name.startswith('__') and name != '__call__'):
-      continue
-    if isinstance(value, property):
-      if value.fget is not None and not getattr(value.fget, 'nowrap', False):
-        setattr(cls, name, _wrap_property(value))
-      continue
-    if not inspect.isfunction(value) or getattr(value, 'nowrap', False):
-      continue
-    if hasattr(value, '__flaxlike_method__'):
-      continue
-    if getattr(value, 'compact_name_scope', False):
-      setattr(cls, name, _wrap_name_scope_method(value))
-    else:
-      setattr(cls, name, _wrap_method(value))
-
-
-#################################################
-# Module
-#################################################
-
-
-def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
-  @functools.wraps(init)
-  def checked_init(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    if '_state' not in self.__dict__:
-      raise errors.IncorrectPostInitOverrideError()
-
-  return checked_init
 
 
 def _rebuild_module(cls: type, attrs: dict[str, Any]) -> Any:
@@ -294,7 +55,7 @@ def _rebuild_module(cls: type, attrs: dict[str, Any]) -> Any:
 
 
 @dataclass_transform(field_specifiers=(dataclasses.field,))  # type: ignore[literal-required]
-class Module:
+class Module(InitApplyMixin):
   """Base class of all neural-network modules.
 
   Subclasses are dataclasses: declare hyperparameters as fields, and submodules and
@@ -327,28 +88,7 @@ class Module:
 
   def __init_subclass__(cls, kw_only: bool = False, **kwargs: Any) -> None:
     super().__init_subclass__(**kwargs)
-    own_annotations = cls.__dict__.get('__annotations__', {})
-    if 'parent' in own_annotations or 'name' in own_annotations:
-      raise errors.ReservedModuleAttributeError(own_annotations)
-    inherited = getattr(cls, '__dataclass_fields__', {})
-    if 'parent' not in inherited:
-      annotations = dict(own_annotations)
-      annotations['parent'] = Any
-      annotations['name'] = 'str | None'
-      cls.__annotations__ = annotations
-      cls.parent = dataclasses.field(  # type: ignore[attr-defined]
-        default=_unspecified_parent, kw_only=True, repr=False, compare=False, hash=False
-      )
-      cls.name = dataclasses.field(default=None, kw_only=True)  # type: ignore[attr-defined]
-    dataclasses.dataclass(
-      cls, unsafe_hash='__hash__' not in cls.__dict__, repr=False, kw_only=kw_only
-    )
-    cls._field_names = tuple(
-      f.name for f in dataclasses.fields(cls) if f.init and f.name not in ('parent', 'name')
-    )
-    if cls.__post_init__ is not Module.__post_init__:
-      cls.__init__ = _check_post_init_called(cls.__init__)  # type: ignore[method-assign]
-    _wrap_class_methods(cls)
+    make_module_dataclass(cls, Module, kw_only)
 
   # -- construction ----------------------------------------------------------------
 
@@ -622,189 +362,10 @@ class Module:
       value = jax.tree_util.tree_map(jnp.add, value, scope.get_variable(collection, name))
     return value
 
-  # -- init / apply ----------------------------------------------------------------
-
-  def _resolve_method(self, method: Any) -> Callable[..., Any]:
-    if method is None:
-      method = '__call__'
-    if isinstance(method, str):
-      fn = getattr(type(self), method, None)
-      if fn is None or not callable(fn):
-        raise errors.ApplyModuleInvalidMethodError(method)
-      return fn
-    if inspect.ismethod(method) and isinstance(method.__self__, Module):
-      return method.__func__
-    if callable(method):
-      return method
-    raise errors.ApplyModuleInvalidMethodError(method)
-
-  def _run_bound(self, root: Scope, method: Any, capture: Any, args: tuple, kwargs: dict) -> Any:
-    fn = self._resolve_method(method)
-    module = self.clone(parent=root, _deep_clone=True)
-    _context.capture_stack.append(capture)
-    if capture:
-      _context.refresh_hooks()
-    try:
-      return fn(module, *args, **kwargs)
-    finally:
-      _context.capture_stack.pop()
-      if capture:
-        _context.refresh_hooks()
-      root.invalidate()
-
-  def apply(
-    self, variables: Mapping[str, Any], *args: Any, rngs: Mapping[str, PRNGKey] | None = None,
-    method: Any = None, mutable: Filter = False, capture_intermediates: Any = False, **kwargs: Any,
-  ) -> Any:
-    """Runs ``method`` (``__call__`` by default) with the given variables.
-
-    Args:
-      variables: ``{collection: {...}}``, e.g. the output of ``init``.
-      *args: positional arguments of the method.
-      rngs: RNG streams, e.g. ``{'dropout': key}``.
-      method: a method name, a method of this class, or ``fn(module, *args)``.
-      mutable: the collections that may change; when not False the updated
-        collections are returned too.
-      capture_intermediates: True to record every ``__call__`` output in
-        ``intermediates``, or a filter ``fn(module, method_name) -> bool``.
-      **kwargs: keyword arguments of the method.
-
-    Returns:
-      The method's output, or ``(output, updated_collections)`` when ``mutable``.
-    """
-    _check_instance(self)
-    if capture_intermediates:
-      mutable = union_filters(mutable, 'intermediates')
-    root = core_scope.bind(variables, rngs=rngs, mutable=mutable)
-    y = self._run_bound(root, method, capture_intermediates, args, kwargs)
-    if mutable is False:
-      return y
-    return y, core_scope._finish(root.mutable_variables())
-
-  def init_with_output(
-    self, rngs: Any, *args: Any, method: Any = None,
-    mutable: Filter = DenyList('intermediates'), capture_intermediates: Any = False, **kwargs: Any,
-  ) -> tuple[Any, dict[str, Any]]:
-    """Like ``init`` but also returns the method's output: ``(output, variables)``."""
-    _check_instance(self)
-    if capture_intermediates:
-      mutable = union_filters(mutable, 'intermediates')
-    root = core_scope.bind(
-      {}, rngs=core_scope._rngs_from_init_arg(rngs), mutable=mutable, flags={'initializing': True}
-    )
-    y = self._run_bound(root, method, capture_intermediates, args, kwargs)
-    return y, core_scope._finish(root.mutable_variables())
-
-  def init(
-    self, rngs: Any, *args: Any, method: Any = None,
-    mutable: Filter = DenyList('intermediates'), capture_intermediates: Any = False, **kwargs: Any,
-  ) -> dict[str, Any]:
-    """Creates the module's variables by running ``method`` on example inputs.
-
-    Args:
-      rngs: a PRNG key (the ``'params'`` stream) or a dict of keys per stream.
-      *args: example inputs of the method.
-      method: the method to run (``__call__`` by default).
-      mutable: collections to create; ``intermediates`` is left out by default.
-      capture_intermediates: as in ``apply``.
-      **kwargs: keyword arguments of the method.
-
-    Returns:
-      ``{collection: {...}}`` as plain nested dicts, in creation order.
-    """
-    _check_instance(self)
-    return self.init_with_output(
-      rngs, *args, method=method, mutable=mutable, capture_intermediates=capture_intermediates,
-      **kwargs,
-    )[1]
-
-  def lazy_init(
-    self, rngs: Any, *args: Any, method: Any = None,
-    mutable: Filter = DenyList('intermediates'), **kwargs: Any,
-  ) -> dict[str, Any]:
-    """Creates the variables from input shapes only; inputs may be ``ShapeDtypeStruct``.
-
-    Raises:
-      LazyInitError: when a variable depends on input values rather than shapes.
-    """
-    _check_instance(self)
-
-    def scope_fn(root, *a, **k):
-      return self._run_bound(root, method, False, a, k)
-
-    return core_scope.lazy_init(scope_fn, mutable=mutable)(rngs, *args, **kwargs)
-
-  def module_paths(
-    self, rngs: Any, *args: Any, mutable: Filter = DenyList('intermediates'), **kwargs: Any
-  ) -> dict[str, Module]:
-    """Maps the path of every module that ``init`` would call to an unbound copy of it.
-
-    The root is ``''``; children are ``'Dense_0'``, ``'Block_0/Dense_1'``. Only shapes
-    are computed (under ``jax.eval_shape``).
-
-    Example:
-
-    >>> import jax, jax.numpy as jnp
-    >>> import flaxlike as nn
-    >>> class Net(nn.Module):
-    ...   @nn.compact
-    ...   def __call__(self, x):
-    ...     return nn.Dense(2)(x)
-    >>> list(Net().module_paths(jax.random.key(0), jnp.ones((1, 3))))
-    ['', 'Dense_0']
-    """
-    _check_instance(self)
-    found: dict[str, Module] = {}
-
-    def record(next_fun, call_args, call_kwargs, ctx):
-      path = '/'.join(ctx.module.scope.path)
-      if path not in found:
-        found[path] = ctx.module
-      return next_fun(*call_args, **call_kwargs)
-
-    with intercept_methods(record):
-      jax.eval_shape(lambda r: self.init(r, *args, mutable=mutable, **kwargs), rngs)
-    return {path: m.clone(parent=None, _deep_clone=True) for path, m in found.items()}
-
-  def tabulate(self, rngs: Any, *args: Any, **kwargs: Any) -> str:
-    """A plain-text summary table of this module on ``args``; see ``nn.tabulate``."""
-    from flaxlike.linen import summary  # summary builds on Module; import on use
-
-    return summary.module_tabulate(self, rngs, *args, **kwargs)
-
-  def bind(self: T, variables: Mapping[str, Any], *args: Any, rngs: Mapping[str, PRNGKey] | None = None,
-           mutable: Filter = False) -> T:
-    """Returns a copy bound to ``variables``, for interactive use outside ``apply``.
-
-    Example:
-
-    >>> import jax, jax.numpy as jnp
-    >>> import flaxlike as nn
-    >>> model = nn.Dense(2)
-    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
-    >>> model.bind(variables)(jnp.ones((1, 3))).shape
-    (1, 2)
-    """
-    _check_instance(self)
-    root = core_scope.bind(variables, rngs=rngs, mutable=mutable)
-    return self.clone(parent=root, _deep_clone=True)  # type: ignore[attr-defined]
-
-  def unbind(self: T) -> tuple[T, dict[str, Any]]:
-    """Returns ``(unbound copy, variables)`` of a bound module."""
-    if self.scope is None:  # type: ignore[attr-defined]
-      raise errors.CallUnbindOnUnboundModuleError()
-    self._try_setup()  # type: ignore[attr-defined]
-    return self.clone(parent=None, _deep_clone=True), self.variables  # type: ignore[attr-defined]
-
   # -- repr ------------------------------------------------------------------------
 
   def __repr__(self) -> str:
     return _module_repr(self)
-
-
-def _check_instance(module: Any) -> None:
-  if not isinstance(module, Module):
-    raise errors.InvalidInstanceModuleError()
 
 
 def _unbind_field(value: Any) -> Any:
@@ -868,54 +429,6 @@ def share_scope(module: Module, other: Module, /) -> None:
     if not taken:
       del module.scope.reservations[other_scope.name]
   object.__setattr__(other, 'scope', module.scope)
-
-
-#################################################
-# Functional forms
-#################################################
-
-
-def apply(fn: Callable[..., Any], module: Module, mutable: Filter = False,
-          capture_intermediates: Any = False) -> Callable[..., Any]:
-  """Turns ``fn(module, *args)`` into ``apply_fn(variables, *args, rngs=None)``.
-
-  Example:
-
-  >>> import jax, jax.numpy as jnp
-  >>> import flaxlike as nn
-  >>> model = nn.Dense(2)
-  >>> variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
-  >>> nn.apply(lambda m, x: m(x) * 2, model)(variables, jnp.ones((1, 3))).shape
-  (1, 2)
-  """
-
-  def wrapper(variables, *args, rngs=None, **kwargs):
-    return module.apply(variables, *args, rngs=rngs, method=fn, mutable=mutable,
-                        capture_intermediates=capture_intermediates, **kwargs)
-
-  return wrapper
-
-
-def init_with_output(fn: Callable[..., Any], module: Module, mutable: Filter = DenyList('intermediates'),
-                     capture_intermediates: Any = False) -> Callable[..., Any]:
-  """Turns ``fn(module, *args)`` into ``init_fn(rngs, *args) -> (output, variables)``."""
-
-  def wrapper(rngs, *args, **kwargs):
-    return module.init_with_output(rngs, *args, method=fn, mutable=mutable,
-                                   capture_intermediates=capture_intermediates, **kwargs)
-
-  return wrapper
-
-
-def init(fn: Callable[..., Any], module: Module, mutable: Filter = DenyList('intermediates'),
-         capture_intermediates: Any = False) -> Callable[..., Any]:
-  """Turns ``fn(module, *args)`` into ``init_fn(rngs, *args) -> variables``."""
-
-  def wrapper(rngs, *args, **kwargs):
-    return module.init(rngs, *args, method=fn, mutable=mutable,
-                       capture_intermediates=capture_intermediates, **kwargs)
-
-  return wrapper
 
 
 def merge_param(name: str, a: T | None, b: T | None) -> T:

@@ -1,0 +1,54 @@
+"""Turns each Module subclass into a dataclass with keyword-only ``parent`` and ``name``."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+from flaxlike import errors
+from flaxlike.linen._module_calls import wrap_class_methods
+from flaxlike.linen._module_state import _unspecified_parent
+
+
+def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
+  @functools.wraps(init)
+  def checked_init(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    if '_state' not in self.__dict__:
+      raise errors.IncorrectPostInitOverrideError()
+
+  return checked_init
+
+
+def make_module_dataclass(cls: type, module_cls: type, kw_only: bool) -> None:
+  """Makes ``cls`` a dataclass, adds ``parent``/``name`` once, wraps its methods.
+
+  Args:
+    cls: the new Module subclass.
+    module_cls: the Module base class.
+    kw_only: make the subclass's own fields keyword-only (allows fields without
+      defaults after inherited fields with defaults).
+  """
+  own_annotations = cls.__dict__.get('__annotations__', {})
+  if 'parent' in own_annotations or 'name' in own_annotations:
+    raise errors.ReservedModuleAttributeError(own_annotations)
+  inherited = getattr(cls, '__dataclass_fields__', {})
+  if 'parent' not in inherited:
+    annotations = dict(own_annotations)
+    annotations['parent'] = Any
+    annotations['name'] = 'str | None'
+    cls.__annotations__ = annotations
+    cls.parent = dataclasses.field(  # type: ignore[attr-defined]
+      default=_unspecified_parent, kw_only=True, repr=False, compare=False, hash=False
+    )
+    cls.name = dataclasses.field(default=None, kw_only=True)  # type: ignore[attr-defined]
+  dataclasses.dataclass(
+    cls, unsafe_hash='__hash__' not in cls.__dict__, repr=False, kw_only=kw_only
+  )
+  cls._field_names = tuple(
+    f.name for f in dataclasses.fields(cls) if f.init and f.name not in ('parent', 'name')
+  )
+  if cls.__post_init__ is not module_cls.__post_init__:
+    cls.__init__ = _check_post_init_called(cls.__init__)  # type: ignore[method-assign]
+  wrap_class_methods(cls)

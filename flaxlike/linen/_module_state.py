@@ -1,0 +1,60 @@
+"""Per-instance bookkeeping of a Module (modules are frozen; their state lives here)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class _UnspecifiedParent:
+  """Default of ``parent``: take the module whose method is running, if any."""
+
+  def __repr__(self) -> str:
+    return '_unspecified_parent'
+
+  def __reduce__(self):
+    return (_get_unspecified_parent, ())
+
+
+_unspecified_parent = _UnspecifiedParent()
+
+
+def _get_unspecified_parent() -> _UnspecifiedParent:
+  return _unspecified_parent
+
+
+class _SetupState(enum.IntEnum):
+  NEW = 0
+  # A lifted transform has run setup on a clone; setup submodules may alias scopes.
+  TRANSFORMED = 1
+  DONE = 2
+
+
+class _ModuleState:
+  """Mutable bookkeeping of one module instance (modules themselves are frozen)."""
+
+  __slots__ = (
+    'in_compact_method',
+    'in_setup',
+    'setup_called',
+    'is_initialized',
+    'autoname_cursor',
+    'children',
+    'adopted',
+    'name_scopes',
+  )
+
+  def __init__(self):
+    self.in_compact_method = False
+    self.in_setup = False
+    self.setup_called = _SetupState.NEW
+    self.is_initialized = False
+    self.autoname_cursor: dict[str, int] = {}
+    self.children: dict[str, Any] = {}
+    self.adopted: dict[int, Any] = {}
+    self.name_scopes: dict[str, Any] = {}
+
+  def reset(self) -> None:
+    self.in_compact_method = False
+    self.in_setup = False
+    self.autoname_cursor = {}
