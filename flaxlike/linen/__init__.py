@@ -13,6 +13,7 @@ from flaxlike.linen import attention as attention
 from flaxlike.linen import normalization as normalization
 from flaxlike.linen import pooling as pooling
 from flaxlike.linen import stochastic as stochastic
+from flaxlike.linen import transforms as transforms
 
 from flaxlike.core import DenyList as DenyList
 from flaxlike.core import FrozenDict as FrozenDict
@@ -77,6 +78,25 @@ from flaxlike.linen.module import merge_param as merge_param
 from flaxlike.linen.module import nowrap as nowrap
 from flaxlike.linen.module import override_named_call as override_named_call
 from flaxlike.linen.module import share_scope as share_scope
+from flaxlike.linen.transforms import add_metadata_axis as add_metadata_axis
+from flaxlike.linen.transforms import broadcast as broadcast
+from flaxlike.linen.transforms import checkpoint as checkpoint
+from flaxlike.linen.transforms import cond as cond
+from flaxlike.linen.transforms import custom_vjp as custom_vjp
+from flaxlike.linen.transforms import fold_rngs as fold_rngs
+from flaxlike.linen.transforms import grad as grad
+from flaxlike.linen.transforms import jit as jit
+from flaxlike.linen.transforms import jvp as jvp
+from flaxlike.linen.transforms import map_variables as map_variables
+from flaxlike.linen.transforms import named_call as named_call
+from flaxlike.linen.transforms import remat as remat
+from flaxlike.linen.transforms import remat_scan as remat_scan
+from flaxlike.linen.transforms import scan as scan
+from flaxlike.linen.transforms import switch as switch
+from flaxlike.linen.transforms import value_and_grad as value_and_grad
+from flaxlike.linen.transforms import vjp as vjp
+from flaxlike.linen.transforms import vmap as vmap
+from flaxlike.linen.transforms import while_loop as while_loop
 from flaxlike.linen.summary import tabulate as tabulate
 from flaxlike.linen.normalization import BatchNorm as BatchNorm
 from flaxlike.linen.normalization import GroupNorm as GroupNorm
