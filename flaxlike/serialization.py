@@ -343,6 +343,9 @@ def _known_dtypes() -> dict[str, np.dtype]:
 # Only these names are ever turned into dtypes: np.dtype() on a name from a file could
 # build object or structured dtypes.
 _DTYPES = _known_dtypes()
+# dtype.name is computed in Python by numpy on every access; encode it once per dtype.
+_PACKED_NAMES = {dt: msgpack.packb(name) for name, dt in _DTYPES.items()}
+_DTYPES_BY_RAW = {name.encode(): dt for name, dt in _DTYPES.items()}
 
 
 def _map_header(n: int) -> bytes:
@@ -395,7 +398,7 @@ def _wire_array(x: Any, path: str) -> np.ndarray:
     raise ValueError(f'Object and structured arrays cannot be serialized (at {path}).')
   if dt.byteorder == '>' or (dt.byteorder == '=' and not _LITTLE):
     arr = arr.astype(dt.newbyteorder('<'))
-  if arr.dtype.name not in _DTYPES or _DTYPES[arr.dtype.name] != arr.dtype.newbyteorder('='):
+  if arr.dtype not in _PACKED_NAMES:
     raise ValueError(
       f'dtype {dt} at {path} is not supported: only bool, (u)int8-64, float16/32/64, '
       f'complex64/128 and ml_dtypes types ({", ".join(sorted(_DTYPES))}) are written. '
@@ -445,15 +448,15 @@ def _array_bytes(arr: np.ndarray) -> memoryview:
 
 
 def _pack_ndarray(code: int, arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
-  data = _array_bytes(arr)
-  head = b'\x93' + packer.pack(list(arr.shape)) + packer.pack(arr.dtype.name)
-  head += _bin_header(data.nbytes)
-  out.small += _ext_header(code, len(head) + data.nbytes)
+  nbytes = arr.nbytes
+  head = b'\x93' + packer.pack(list(arr.shape)) + _PACKED_NAMES[arr.dtype]
+  head += _bin_header(nbytes)
+  out.small += _ext_header(code, len(head) + nbytes)
   out.small += head
-  if data.nbytes >= _BIG:
-    out.big(data)
+  if nbytes >= _BIG:
+    out.big(_array_bytes(arr))
   else:
-    out.small += data
+    out.small += arr.tobytes()
 
 
 def _pack_chunked(arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
@@ -929,7 +932,7 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
   if name_len > 64:
     raise src.fail(f'a dtype name of {name_len} bytes', path)
   raw_name = bytes(src.take(name_len, path, 'a dtype name'))
-  dtype = _DTYPES.get(raw_name.decode('ascii', 'replace'))
+  dtype = _DTYPES_BY_RAW.get(raw_name)
   if dtype is None:
     raise src.fail(
       f'unsupported dtype {raw_name!r:.80}; supported: {", ".join(sorted(_DTYPES))}', path
@@ -958,7 +961,11 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
   except (ValueError, MemoryError) as e:
     raise src.fail(f'cannot allocate shape {shape} of {dtype.name} ({e})', path) from None
   if nbytes:
-    src.read_into(memoryview(arr.reshape(-1).view(np.uint8)), path)
+    if nbytes < _BIG and src.file is None:
+      arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(src.take(nbytes, path, 'array data'),
+                                                         np.uint8)
+    else:
+      src.read_into(memoryview(arr.reshape(-1).view(np.uint8)), path)
   return arr
 
 
