@@ -11,6 +11,7 @@ from flaxlike.linen import module as module
 from flaxlike.linen import summary as summary
 from flaxlike.linen import attention as attention
 from flaxlike.linen import normalization as normalization
+from flaxlike.linen import recurrent as recurrent
 from flaxlike.linen import pooling as pooling
 from flaxlike.linen import stochastic as stochastic
 from flaxlike.linen import transforms as transforms
@@ -118,3 +119,10 @@ from flaxlike.linen.attention import dot_product_attention as dot_product_attent
 from flaxlike.linen.attention import dot_product_attention_weights as dot_product_attention_weights
 from flaxlike.linen.attention import make_attention_mask as make_attention_mask
 from flaxlike.linen.attention import make_causal_mask as make_causal_mask
+from flaxlike.linen.recurrent import ConvLSTMCell as ConvLSTMCell
+from flaxlike.linen.recurrent import GRUCell as GRUCell
+from flaxlike.linen.recurrent import LSTMCell as LSTMCell
+from flaxlike.linen.recurrent import MGUCell as MGUCell
+from flaxlike.linen.recurrent import OptimizedLSTMCell as OptimizedLSTMCell
+from flaxlike.linen.recurrent import RNNCellBase as RNNCellBase
+from flaxlike.linen.recurrent import SimpleCell as SimpleCell

@@ -14,7 +14,7 @@ CASES = golden_case_names('catalogue_layers_b')
 
 
 def test_layers_b_fixtures_present():
-    assert len(CASES) >= 27, f'only {len(CASES)} golden cases found; run make golden'
+    assert len(CASES) >= 35, f'only {len(CASES)} golden cases found; run make golden'
     assert set(CASES) == set(catalogue_layers_b.cases(__import__('flaxlike'))), (
         'catalogue and recorded fixtures are out of sync; regenerate them')
     for name in CASES:
