@@ -20,7 +20,6 @@ See docs/design/lift.md.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import threading
 from collections.abc import Mapping
 from typing import Any, Callable, Sequence
@@ -29,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxlike import errors
 from flaxlike.core import meta
 from flaxlike.core.scope import (
   Filter,
@@ -672,7 +670,9 @@ def fold_rngs(fn: Callable[..., Any], variables: Filter = True, rngs: Filter = T
   def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args, **kwargs):
     scope = scope_fn(variable_groups, rng_groups)
     y = fn(scope, *args, **kwargs)
-    return y, repack_fn(scope)
+    # Linen's fold_rngs hands the variables through a pytree map, which sorts dict keys;
+    # rebuilding them the same way keeps the init output order identical.
+    return y, jax.tree_util.tree_map(lambda v: v, repack_fn(scope))
 
   return pack(inner, (variables,), (variables,), (rngs,), name='fold_rngs', fork_rngs=True)
 

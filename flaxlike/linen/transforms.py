@@ -23,6 +23,7 @@ from flaxlike import errors
 from flaxlike.core import lift
 from flaxlike.core.scope import Filter, Scope, Variable
 from flaxlike.linen import module as module_lib
+from flaxlike.linen._module_calls import _wrap_method
 from flaxlike.linen.module import Module
 
 broadcast = lift.broadcast
@@ -86,7 +87,7 @@ def _as_method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   call.__name__ = getattr(fn, '__name__', 'fn')
   call.compact = True  # type: ignore[attr-defined]
-  return module_lib._wrap_method(call)
+  return _wrap_method(call)
 
 
 #################################################
