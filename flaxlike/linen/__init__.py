@@ -126,3 +126,6 @@ from flaxlike.linen.recurrent import MGUCell as MGUCell
 from flaxlike.linen.recurrent import OptimizedLSTMCell as OptimizedLSTMCell
 from flaxlike.linen.recurrent import RNNCellBase as RNNCellBase
 from flaxlike.linen.recurrent import SimpleCell as SimpleCell
+from flaxlike.linen.recurrent import RNN as RNN
+from flaxlike.linen.recurrent import Bidirectional as Bidirectional
+from flaxlike.linen.recurrent import RNNBase as RNNBase

@@ -566,3 +566,4 @@ __all__ = [
   'RNNCellBase', 'LSTMCell', 'OptimizedLSTMCell', 'GRUCell', 'MGUCell', 'SimpleCell',
   'ConvLSTMCell', 'DenseParams',
 ]
+from flaxlike.linen._rnn import RNN as RNN, Bidirectional as Bidirectional, RNNBase as RNNBase, flip_sequences as flip_sequences  # noqa: E402,F401
