@@ -926,6 +926,11 @@ def map_variables(
   return pack(inner, in_filters, out_filters, (rngs,), name='map_variables')
 
 
+def _single_scope_grads(bwd: Callable[..., Any], cotangent: Any) -> tuple:
+  var_grads, *primal_grads = bwd(cotangent)
+  return (var_grads[0], *primal_grads)
+
+
 def vjp(
   fn: Callable[..., Any],
   scope: Scope,
@@ -958,10 +963,8 @@ def vjp(
 
     y, bwd, (aux, out_groups) = jax.vjp(pure, diff_vars, *primals, has_aux=True)
 
-    def vjp_fn(cotangent):
-      var_grads, *primal_grads = bwd(cotangent)
-      return (var_grads[0], *primal_grads)
-
+    # A pytree (Partial), so it can be a residual of custom_vjp or cross a jit boundary.
+    vjp_fn = jax.tree_util.Partial(_single_scope_grads, bwd)
     result = (y, vjp_fn, aux) if has_aux else (y, vjp_fn)
     return result, out_groups
 
@@ -1052,6 +1055,11 @@ def custom_vjp(
 
   def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args):
     grad_groups, other_groups = variable_groups
+    plain = scope_fn(variable_groups, rng_groups)
+    if any(s.get_flag('initializing', False) for s in _flatten_scopes(plain)[0]):
+      # Nothing is differentiated while initializing; running plainly lets fn create
+      # its variables (a custom_vjp function itself may not write any).
+      return fn(plain, *args), repack_fn(plain)
 
     def pure(grad_groups, *args):
       return fn(scope_fn((grad_groups, other_groups), rng_groups, mutable=False), *args)
