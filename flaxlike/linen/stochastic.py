@@ -63,6 +63,9 @@ class Dropout(Module):
       # Dividing by keep=0 would put NaNs into the gradient.
       return jnp.zeros_like(inputs)
     keep = 1.0 - self.rate
+    # NumPy low-precision arrays would promote in `inputs / keep` (NumPy's rules),
+    # leaving lax.select with mismatched dtypes.
+    inputs = jnp.asarray(inputs)
     if rng is None:
       rng = self.make_rng(self.rng_collection)
     shape = list(jnp.shape(inputs))
