@@ -1,9 +1,11 @@
 """One descriptor per layer of part B (normalization, attention, recurrent cells).
 
-A descriptor says how to build a layer and example inputs, so generic tests
-(``test_crosscutting_b.py``) can check jit == eager, vmap == batching, float64 and
-bfloat16 inputs, numpy inputs, strict rank promotion and a serialization round trip.
-Inputs always have a leading batch axis.
+``tests/layers/descriptors.py`` appends ``DESCRIPTORS_B`` to its list, so the generic
+checks of ``test_descriptors.py`` (jit == eager, vmap == batching, float64 and bfloat16
+inputs, numpy inputs, strict rank promotion, serialization round trip) cover these
+layers. ``LayerDescriptor`` here has the same fields as the one in ``descriptors.py``;
+it is defined again rather than imported because ``descriptors.py`` imports this
+module. Inputs always have a leading batch axis.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class LayerDescriptor:
     float_inputs: indices of the inputs that follow the tested dtype (others, e.g.
       masks, keep theirs).
     keyword_inputs: names under which the last inputs are passed as keywords.
+    supports_bf16: whether bfloat16 inputs are meaningful for the layer.
+    golden: ``(catalogue, case)`` of a Linen fixture with this exact layer and input.
   """
 
   name: str
@@ -46,6 +50,8 @@ class LayerDescriptor:
   per_example: bool = True
   float_inputs: tuple = (0,)
   keyword_inputs: tuple = ()
+  supports_bf16: bool = True
+  golden: tuple[str, str] | None = None
 
   def call_args(self, inputs: tuple) -> tuple[tuple, dict]:
     """Splits ``inputs`` into positional and keyword arguments."""
