@@ -60,8 +60,8 @@ def test_scan_of_remat_matches_unrolled_loss_and_grads():
   def loss_unrolled(p):
     return jnp.mean((UnrolledModel().apply({'params': p}, x) - target) ** 2)
 
-  l1, g1 = jax.value_and_grad(loss_scanned)(params)
-  l2, g2 = jax.value_and_grad(loss_unrolled)(_unstack(params))
+  l1, g1 = jax.jit(jax.value_and_grad(loss_scanned))(params)
+  l2, g2 = jax.jit(jax.value_and_grad(loss_unrolled))(_unstack(params))
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   jax.tree_util.tree_map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), _unstack(g1), g2

@@ -48,7 +48,8 @@ def flip_sequences(inputs: Any, seq_lengths: Array | None, num_batch_dims: int,
     lengths = jnp.asarray(seq_lengths)
     # Index t of sequence b reads (L_b - 1 - t) mod T: the valid prefix reversed, then
     # the padding (reversed too, and never read by a length-aware consumer).
-    idx = (jnp.arange(steps - 1, -1, -1) + lengths[..., None]) % steps
+    reversed_steps = jnp.arange(steps - 1, -1, -1).reshape((1,) * lengths.ndim + (steps,))
+    idx = (reversed_steps + lengths[..., None]) % steps
     if time_major:
       idx = jnp.moveaxis(idx, -1, 0)
     idx = idx.reshape(idx.shape + (1,) * (x.ndim - idx.ndim))
