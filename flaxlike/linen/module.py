@@ -103,6 +103,9 @@ class Module(InitApplyMixin):
     """Names this module and pushes its scope, if its parent is bound."""
     parent = self.parent
     state = self._state
+    # An adopted clone was initialized unbound; while it attaches it adopts the modules
+    # in its own fields, which must see it as still initializing (nested adoption).
+    state.is_initialized = False
     if parent is None:
       state.is_initialized = True
       return
