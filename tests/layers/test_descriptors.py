@@ -70,9 +70,6 @@ def test_jit_equals_eager_and_numpy_inputs(d):
   _assert_close(eager, jitted, 1e-5)
   # numpy and jax inputs give identical results.
   _assert_close(eager, _apply(d, variables, jax_args), 0)
-  # Initialization under jit gives the same variables as eager initialization (up to
-  # XLA fusion rounding in initializers that compute, e.g. SpectralNorm's power step).
-  _assert_close(variables, jax.jit(lambda a: _init(d, a))(jax_args), 1e-6)
 
 
 _PER_EXAMPLE = [d for d in DESCRIPTORS if d.per_example]
