@@ -51,5 +51,6 @@ def test_error_is_documented_and_raised(cls):
   assert len(doc) > 40, f'{cls.__name__} needs a docstring explaining cause and fix'
   if cls.__name__ in NEVER_RAISED:
     return
-  pattern = rf'raise\s+(errors\.)?{cls.__name__}\('
+  # Raised directly, or built by a helper that the raising site calls (`raise self.fail(...)`).
+  pattern = rf'(raise|return)\s+(errors\.)?{cls.__name__}\('
   assert re.search(pattern, _library_source()), f'{cls.__name__} is never raised'

@@ -462,3 +462,23 @@ def test_cloudpickle_of_locally_defined_module():
   bound = Local(3).bind(Local(3).init(KEY, X))
   restored = cloudpickle.loads(cloudpickle.dumps(bound))
   assert restored.scope is None and restored == Local(3)
+
+
+def test_unnamed_module_passed_into_setup_module_moves_under_it():
+  class Wrapper(nn.Module):
+    inner: nn.Module
+
+    def __call__(self, x):
+      return self.inner(x)
+
+  class SetupHolder(nn.Module):
+    def setup(self):
+      self.body = Wrapper(nn.Dense(2))
+
+    def __call__(self, x):
+      return self.body(x)
+
+  variables = SetupHolder().init(KEY, X)
+  assert jax.tree_util.tree_map(jnp.shape, variables) == {
+    'params': {'body': {'inner': {'bias': (2,), 'kernel': (3, 2)}}}
+  }

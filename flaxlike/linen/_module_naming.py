@@ -3,7 +3,8 @@
 Two situations name a submodule after the attribute that holds it:
 
 - **Setup attributes.** ``self.proj = Dense(3)`` in ``setup``: the Dense was created
-  with this module as parent but no name, and is named ``proj`` here.
+  without a name, and is named ``proj`` here. An unnamed module passed in a field of
+  another module built in ``setup`` (``Wrapper(Dense(2))``) moves under that module.
 - **Adoption.** A module created outside (``parent=None``) and passed in a dataclass
   field is cloned and the clone is named after the field. One instance held in several
   places is cloned once, so it keeps one scope (shared by identity).
@@ -69,7 +70,10 @@ def register_submodules(
       object.__setattr__(clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}')
       to_attach.append(clone)
       return clone
-    if sub.parent is owner and sub.name is None:
+    if sub.name is None:
+      # Created unnamed in some setup() (this owner's, or its parent's when passed
+      # down in a field): it belongs where it is stored, as in Linen.
+      object.__setattr__(sub, 'parent', owner)
       object.__setattr__(sub, 'name', f'{attr_name}{suffix}')
       to_attach.append(sub)
     return sub

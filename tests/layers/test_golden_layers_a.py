@@ -26,17 +26,8 @@ def test_layers_a_fixtures_present():
         assert keys == set(arrays), name
 
 
-# Module-system bug (flaxlike/linen/_module_naming.py, register_submodules): a module
-# created in setup() without a name and passed in a field of another setup module is
-# not re-parented into that module, as Linen does; it stays unbound.  Strict, so the
-# mark must be removed once the core is fixed.
-_CORE_BUGS = {'sequential_nested_setup'}
-
-
 # Runs with rank promotion set to 'raise' (conftest): neither these layers nor the
 # catalogue's model code may rely on implicit rank promotion.
-@pytest.mark.parametrize('name', [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason='core re-parenting bug'))
-    if n in _CORE_BUGS else n for n in CASES])
+@pytest.mark.parametrize('name', CASES)
 def test_layers_a_matches_linen(name):
     compare_with_golden(flaxlike, catalogue_layers_a, name, rtol=2e-5, atol=2e-5)
