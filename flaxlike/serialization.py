@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct as _struct
 import threading
 from contextlib import contextmanager

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from flaxlike import serialization
 from flaxlike.errors import MsgpackDecodeError
-from tests.fixtures import make_msgpack_fixtures as fx
 
 FUZZ_EXAMPLES = 3000
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'msgpack')

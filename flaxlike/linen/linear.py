@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from flaxlike.core import meta

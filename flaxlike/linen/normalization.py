@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flaxlike.core.scope import Scope, intersect_filters
+from flaxlike.core.scope import Scope
 from flaxlike.linen import dtypes, initializers
 from flaxlike.linen.module import Module, compact, merge_param
 

@@ -44,7 +44,6 @@ def conv(x, k, strides, padding, input_dil, kernel_dil, groups=1):
   x = np.asarray(x, np.float64)
   k = np.asarray(k, np.float64)
   ks = k.shape[:-2]
-  nd = len(ks)
   xd = dilate(x, input_dil)
   pads, mode = pads_for(padding, xd.shape[1:-1], ks, strides, kernel_dil)
   xp = np.pad(xd, [(0, 0)] + list(pads) + [(0, 0)], mode=mode)
