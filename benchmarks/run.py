@@ -93,6 +93,55 @@ def make_resnet50(nn: Any) -> Any:
   return ResNet50()
 
 
+def make_block_stack(nn: Any, depth: int, d_model: int, scanned: bool) -> Any:
+  """A residual MLP-block stack, unrolled or as ``nn.scan(nn.remat(Block))``."""
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+      h = nn.LayerNorm()(x)
+      h = nn.Dense(d_model)(nn.gelu(nn.Dense(4 * d_model)(h)))
+      return x + h, None
+
+  class Stack(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      if scanned:
+        body = nn.scan(
+          nn.remat(Block), variable_axes={'params': 0}, split_rngs={'params': True}, length=depth
+        )
+        x, _ = body()(x, None)
+      else:
+        for _ in range(depth):
+          x, _ = Block()(x, None)
+      return x
+
+  return Stack()
+
+
+def compile_seconds(model: Any, x: Any) -> float:
+  """Time to trace, lower and compile a jitted loss-and-gradient step."""
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+
+  def loss(p, x):
+    return jnp.mean(model.apply(p, x) ** 2)
+
+  start = time.perf_counter()
+  jax.jit(jax.value_and_grad(loss)).lower(params, x).compile()
+  return time.perf_counter() - start
+
+
+def scan_compile_table(modules: dict[str, Any], depths: tuple[int, ...]) -> None:
+  """Compile time versus depth: nn.scan keeps it flat, unrolling grows it linearly."""
+  x = jnp.ones((4, 16, 64))
+  print(f'{"compile value_and_grad":28s} {"namespace":12s} ' + ' '.join(f'{f"depth {d}":>10s}' for d in depths))
+  for name, nn in modules.items():
+    for scanned in (False, True):
+      times = [compile_seconds(make_block_stack(nn, d, 64, scanned), x) for d in depths]
+      label = 'scan(remat(Block))' if scanned else 'unrolled'
+      print(f'{label:28s} {name:12s} ' + ' '.join(f'{t * 1e3:8.0f}ms' for t in times))
+
+
 # -- raw JAX floors -------------------------------------------------------------------------
 
 
@@ -261,6 +310,8 @@ def main() -> None:
   parser.add_argument('--nn', nargs='+', default=None, help='namespaces to compare')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--quick', action='store_true', help='small shapes, no ResNet')
+  parser.add_argument('--scan-depths', type=int, nargs='*', default=[2, 4, 8, 16],
+                      help='depths for the scan-vs-unrolled compile-time table (none: skip)')
   args = parser.parse_args()
   namespaces = args.nn
   if namespaces is None:
@@ -276,6 +327,9 @@ def main() -> None:
   if 'flax.linen' in namespaces:
     print()
     print_table([r for r in results if r[1] != 'raw JAX'], baseline='flax.linen')
+  if args.scan_depths:
+    print()
+    scan_compile_table({n: importlib.import_module(n) for n in namespaces}, tuple(args.scan_depths))
 
 
 if __name__ == '__main__':
