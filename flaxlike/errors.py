@@ -501,3 +501,25 @@ class MsgpackDecodeError(FlaxlikeError):
       f'Invalid msgpack data{suffix}: {problem}. The data is truncated, corrupted or not '
       'a flaxlike/Flax msgpack document; re-create it or restore an older copy.'
     )
+
+
+class CorruptCheckpointError(MsgpackDecodeError):
+  """A checkpoint file exists but cannot be decoded.
+
+  Causes: the file was cut short (a copy or upload that stopped early, a full disk, a
+  writer other than ``save_checkpoint`` killed mid-write) or its bytes were changed
+  (storage or transfer errors). ``save_checkpoint`` itself never leaves a partial file
+  under a checkpoint name, so a torn file points at the storage or at another tool.
+
+  Fix: delete or re-copy the file, restore an older step with ``step=...``, or call
+  ``restore_checkpoint(..., fallback_to_good=True)`` to take the newest checkpoint that
+  decodes. It subclasses ``MsgpackDecodeError``, so handlers for that keep working.
+  """
+
+  def __init__(self, path: str, problem: Any):
+    FlaxlikeError.__init__(
+      self,
+      f'Checkpoint file "{path}" is corrupt and cannot be restored: {problem} Delete or '
+      're-copy it, restore an older step, or pass fallback_to_good=True to '
+      'restore_checkpoint.',
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -11,8 +12,13 @@ import sys
 import textwrap
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from flaxlike import errors, serialization
 from flaxlike.training import checkpoints, train_state
@@ -181,3 +187,124 @@ def test_sigkill_during_save_leaves_valid_checkpoint(tmp_path):
     assert time.monotonic() < deadline
   assert kills == 4
   shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _three_checkpoints(tmp_path):
+  for step in (1, 2, 3):
+    checkpoints.save_checkpoint(
+      tmp_path, {'w': np.full(16, step, np.float32), 'step': step}, step, keep=3
+    )
+  return os.path.join(tmp_path, 'checkpoint_3')
+
+
+def _truncate(path):
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(data[: len(data) // 2])
+
+
+def _flip_header_bytes(path):
+  # 0xc1 is the one byte msgpack never uses, so the document cannot decode.
+  with open(path, 'r+b') as f:
+    f.write(b'\xc1\xff')
+
+
+@pytest.mark.parametrize('corrupt', [_truncate, _flip_header_bytes])
+def test_corrupt_newest_checkpoint_raises_with_path(tmp_path, corrupt):
+  newest = _three_checkpoints(tmp_path)
+  corrupt(newest)
+  target = {'w': np.zeros(16, np.float32), 'step': 0}
+  with pytest.raises(errors.CorruptCheckpointError, match=re.escape(newest)) as info:
+    checkpoints.restore_checkpoint(tmp_path, target)
+  assert isinstance(info.value, errors.FlaxlikeError)
+  assert isinstance(info.value.__cause__, errors.MsgpackDecodeError)
+  # Naming the corrupt file explicitly, by step or by path, raises the same error.
+  with pytest.raises(errors.CorruptCheckpointError, match=re.escape(newest)):
+    checkpoints.restore_checkpoint(tmp_path, target, step=3)
+  with pytest.raises(errors.CorruptCheckpointError, match=re.escape(newest)):
+    checkpoints.restore_checkpoint(newest, target, fallback_to_good=True)
+
+
+@pytest.mark.parametrize('corrupt', [_truncate, _flip_header_bytes])
+def test_fallback_to_good_restores_previous_step(tmp_path, corrupt):
+  newest = _three_checkpoints(tmp_path)
+  corrupt(newest)
+  target = {'w': np.zeros(16, np.float32), 'step': 0}
+  with pytest.warns(UserWarning, match=re.escape(newest)):
+    restored = checkpoints.restore_checkpoint(tmp_path, target, fallback_to_good=True)
+  assert restored['step'] == 2
+  np.testing.assert_array_equal(restored['w'], np.full(16, 2, np.float32))
+
+
+def test_fallback_to_good_without_corruption_does_not_warn(tmp_path):
+  _three_checkpoints(tmp_path)
+  restored = checkpoints.restore_checkpoint(tmp_path, None, fallback_to_good=True)
+  assert restored['step'] == 3
+  assert checkpoints.restore_checkpoint(tmp_path / 'none', 'x', fallback_to_good=True) == 'x'
+
+
+def test_fallback_to_good_raises_when_nothing_decodes(tmp_path):
+  _three_checkpoints(tmp_path)
+  for step in (1, 2, 3):
+    _truncate(os.path.join(tmp_path, f'checkpoint_{step}'))
+  with pytest.raises(errors.CorruptCheckpointError, match='no checkpoint in'):
+    checkpoints.restore_checkpoint(tmp_path, None, fallback_to_good=True)
+
+
+def _sharded_params():
+  mesh = Mesh(np.array(jax.devices()), ('data',))
+  sharding = NamedSharding(mesh, P('data'))
+  params = {
+    'kernel': jax.device_put(jnp.arange(64.0, dtype=jnp.float32).reshape(16, 4), sharding),
+    'bias': jax.device_put(jnp.linspace(-1.0, 1.0, 8, dtype=jnp.bfloat16), sharding),
+  }
+  return params
+
+
+def test_sharded_params_round_trip(tmp_path):
+  assert jax.device_count() == 8
+  params = _sharded_params()
+  assert len(params['kernel'].sharding.device_set) == 8
+  path = checkpoints.save_checkpoint(tmp_path, {'params': params}, step=1)
+  with open(path, 'rb') as f:
+    host = {k: np.asarray(v) for k, v in params.items()}
+    assert f.read() == serialization.to_bytes({'params': host})
+  target = {'params': jax.tree_util.tree_map(jnp.zeros_like, params)}
+  restored = checkpoints.restore_checkpoint(tmp_path, target, strict=True)
+  for name, value in params.items():
+    assert restored['params'][name].dtype == value.dtype
+    np.testing.assert_array_equal(restored['params'][name], np.asarray(value))
+
+
+def test_only_process_zero_writes(tmp_path, monkeypatch):
+  params = _sharded_params()
+  monkeypatch.setattr(jax, 'process_index', lambda *a, **k: 1)
+  path = checkpoints.save_checkpoint(tmp_path / 'ckpts', {'params': params}, step=5)
+  assert path == os.path.join(tmp_path, 'ckpts', 'checkpoint_5')
+  assert not os.path.exists(tmp_path / 'ckpts')
+
+
+def test_gather_to_host_uses_allgather_for_non_addressable(monkeypatch):
+  params = _sharded_params()
+  calls = []
+  real = multihost_utils.process_allgather
+
+  def spy(x, tiled=False):
+    calls.append((x.shape, tiled))
+    return real(x, tiled=tiled)
+
+  monkeypatch.setattr(multihost_utils, 'process_allgather', spy)
+  # Fully addressable arrays are fetched without a collective.
+  host = checkpoints.gather_to_host(params)
+  assert calls == []
+  assert all(isinstance(v, np.ndarray) for v in host.values())
+  # Arrays that span other processes go through process_allgather (tiled, global shape).
+  monkeypatch.setattr(checkpoints, '_is_fully_addressable', lambda x: False)
+  host = checkpoints.gather_to_host({'params': params, 'step': 7})
+  assert sorted(calls) == [((8,), True), ((16, 4), True)]
+  assert host['step'] == 7
+  for name, value in params.items():
+    assert isinstance(host['params'][name], np.ndarray)
+    assert host['params'][name].dtype == value.dtype
+    np.testing.assert_array_equal(host['params'][name], np.asarray(value))

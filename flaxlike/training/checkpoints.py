@@ -7,8 +7,15 @@ Writes are atomic: the bytes go to a hidden temporary file in the same directory
 (``.<prefix>tmp-*``), which is flushed and fsynced, then renamed over the final name with
 ``os.replace``, and the directory is fsynced. A crash at any moment leaves the previous
 checkpoints intact and never a partial file under a checkpoint name; leftover temporary
-files are ignored by every reader and removed by the next ``save_checkpoint``. Only one
-process should save into a directory at a time.
+files are ignored by every reader and removed by the next ``save_checkpoint``.
+
+In a multi-process run every process calls ``save_checkpoint``: arrays that are not fully
+addressable are first gathered to host memory on every process (a collective), then only
+process 0 writes, as in Flax. Only one job should save into a directory at a time.
+
+``restore_checkpoint`` raises ``CorruptCheckpointError`` naming the file when a checkpoint
+cannot be decoded (torn or corrupted on storage); ``fallback_to_good=True`` instead takes
+the newest checkpoint that decodes and warns about the skipped files.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from typing import Any, Iterable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from flaxlike import errors, serialization
 
@@ -117,6 +129,48 @@ def _remove_stale_temps(ckpt_dir: str, prefix: str) -> None:
         pass
 
 
+def _is_fully_addressable(x: jax.Array) -> bool:
+  return x.is_fully_addressable
+
+
+def _gather_leaf(x: Any) -> Any:
+  if not isinstance(x, jax.Array) or jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended):
+    return x
+  if _is_fully_addressable(x):
+    return np.asarray(jax.device_get(x))
+  # A collective: every process must reach this call for the same leaves, in order.
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _map_state(state: Any) -> Any:
+  # Not tree_map: that sorts dict keys, and the file must keep the state dict's order.
+  if isinstance(state, dict):
+    return {k: _map_state(v) for k, v in state.items()}
+  return _gather_leaf(state)
+
+
+def gather_to_host(target: Any) -> dict[str, Any] | Any:
+  """The state dict of ``target`` with every ``jax.Array`` copied to host numpy.
+
+  Arrays that span devices of other processes (not fully addressable) are assembled
+  with ``multihost_utils.process_allgather``, which is a collective: in a multi-process
+  run every process must call this with the same structure. Other leaves, and key
+  arrays, are kept as they are; the key order of the state dict is kept too, so
+  ``to_bytes`` of the result equals ``to_bytes(target)``.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> from flaxlike.training import checkpoints
+  >>> mesh = Mesh(jax.devices(), ('data',))
+  >>> x = jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P('data')))
+  >>> checkpoints.gather_to_host({'x': x, 'step': 1})
+  {'x': array([0., 1., 2., 3., 4., 5., 6., 7.], dtype=float32), 'step': 1}
+  """
+  return _map_state(serialization.to_state_dict(target))
+
+
 def save_checkpoint(
   ckpt_dir: str | os.PathLike,
   target: Any,
@@ -139,6 +193,10 @@ def save_checkpoint(
       becomes the latest.
     keep_every_n_steps: additionally keep one old checkpoint every this many steps.
 
+  In a multi-process run all processes must call this (arrays that are not fully
+  addressable are gathered collectively); only process 0 writes, and the others return
+  the path without touching the directory.
+
   Returns:
     The path of the written checkpoint.
 
@@ -156,8 +214,12 @@ def save_checkpoint(
   {'w': array([1., 1.])}
   """
   ckpt_dir = os.fspath(ckpt_dir)
-  os.makedirs(ckpt_dir, exist_ok=True)
   path = os.path.join(ckpt_dir, f'{prefix}{step}')
+  # Gather before the process check: the gather is a collective every process joins.
+  target = gather_to_host(target)
+  if jax.process_index() != 0:
+    return path
+  os.makedirs(ckpt_dir, exist_ok=True)
   existing = _checkpoints(ckpt_dir, prefix)
   if not overwrite:
     if os.path.exists(path):
@@ -203,6 +265,7 @@ def restore_checkpoint(
   step: int | float | None = None,
   prefix: str = 'checkpoint_',
   strict: bool = False,
+  fallback_to_good: bool = False,
 ) -> Any:
   """Restores the latest (or the given) checkpoint into ``target``.
 
@@ -212,6 +275,9 @@ def restore_checkpoint(
     step: a specific step; by default the latest.
     prefix: file name prefix.
     strict: check shapes, dtypes and extra keys (``serialization.from_state_dict``).
+    fallback_to_good: when ``step`` is None and ``ckpt_dir`` is a directory, skip
+      checkpoints that cannot be decoded, newest first, and restore the newest one that
+      decodes; a ``UserWarning`` names the skipped files.
 
   Returns:
     The restored object; ``target`` itself, unchanged, when the directory is missing or
@@ -219,7 +285,9 @@ def restore_checkpoint(
 
   Raises:
     ValueError: ``step`` was given and that checkpoint does not exist.
-    MsgpackDecodeError: the file is corrupt.
+    CorruptCheckpointError: the file cannot be decoded (truncated, corrupted); with
+      ``fallback_to_good``, when no checkpoint decodes. It subclasses
+      ``MsgpackDecodeError``.
     RestoreMismatchError: ``strict`` and the data does not fit ``target``.
 
   Example:
@@ -239,9 +307,45 @@ def restore_checkpoint(
         f'Matching checkpoint not found: {path}. Available steps: '
         f'{available_steps(ckpt_dir, prefix, step_type=lambda s: s)}.'
       )
+  elif fallback_to_good:
+    return _restore_newest_good(ckpt_dir, target, prefix, strict)
   else:
     path = latest_checkpoint(ckpt_dir, prefix)
     if path is None:
       return target
+  return _restore_file(path, target, strict)
+
+
+def _restore_file(path: str, target: Any, strict: bool) -> Any:
   with open(path, 'rb') as f:
-    return serialization.read_bytes(f, target, strict=strict)
+    try:
+      return serialization.read_bytes(f, target, strict=strict)
+    except errors.CorruptCheckpointError:
+      raise
+    except errors.MsgpackDecodeError as e:
+      raise errors.CorruptCheckpointError(path, e) from e
+
+
+def _restore_newest_good(ckpt_dir: str, target: Any, prefix: str, strict: bool) -> Any:
+  found = _checkpoints(ckpt_dir, prefix)
+  if not found:
+    return target
+  skipped: list[str] = []
+  first_error = None
+  for _, path in reversed(found):
+    try:
+      restored = _restore_file(path, target, strict)
+    except errors.CorruptCheckpointError as e:
+      skipped.append(path)
+      first_error = first_error or e
+      continue
+    if skipped:
+      warnings.warn(
+        f'Skipped corrupt checkpoint file(s) {skipped}; restored "{path}" instead.',
+        stacklevel=3,
+      )
+    return restored
+  raise errors.CorruptCheckpointError(
+    found[-1][1], f'no checkpoint in "{ckpt_dir}" decodes (tried {skipped}); the newest '
+    f'failed with: {first_error}'
+  ) from first_error
