@@ -462,7 +462,7 @@ class _Conv(Module):
       kernel_shape = kernel_size + (in_features // self.feature_group_count, self.features)
     else:
       if self.feature_group_count != 1:
-        raise NotImplementedError(
+        raise ValueError(
           f'{_where(self)}: unshared (local) convolutions need feature_group_count=1, '
           f'got {self.feature_group_count}.'
         )

@@ -3,60 +3,21 @@
 ``tests/layers/descriptors.py`` appends ``DESCRIPTORS_B`` to its list, so the generic
 checks of ``test_descriptors.py`` (jit == eager, vmap == batching, float64 and bfloat16
 inputs, numpy inputs, strict rank promotion, serialization round trip) cover these
-layers. ``LayerDescriptor`` here has the same fields as the one in ``descriptors.py``;
-it is defined again rather than imported because ``descriptors.py`` imports this
-module. Inputs always have a leading batch axis.
+layers. ``LayerDescriptor`` comes from ``descriptor_base.py``, shared with part A.
+Inputs always have a leading batch axis.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
 
 import jax
 import numpy as np
 
 import flaxlike as nn
+from tests.layers.descriptor_base import LayerDescriptor
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerDescriptor:
-  """How to exercise one layer generically.
 
-  Attributes:
-    name: a test id.
-    make: ``make() -> Module``.
-    inputs: ``inputs(dtype) -> tuple`` of numpy positional arguments (batch first).
-    init_kwargs: keyword arguments of ``init``.
-    apply_kwargs: keyword arguments of ``apply`` (besides ``rngs``/``mutable``).
-    apply_rngs: seeds of the RNG streams ``apply`` needs.
-    mutable: the collections ``apply`` may change.
-    per_example: whether the output for one example depends on that example only, so
-      ``vmap`` over examples equals the batched call (False for batch statistics).
-    float_inputs: indices of the inputs that follow the tested dtype (others, e.g.
-      masks, keep theirs).
-    keyword_inputs: names under which the last inputs are passed as keywords.
-    supports_bf16: whether bfloat16 inputs are meaningful for the layer.
-    golden: ``(catalogue, case)`` of a Linen fixture with this exact layer and input.
-  """
-
-  name: str
-  make: Callable[[], Any]
-  inputs: Callable[[Any], tuple]
-  init_kwargs: dict = dataclasses.field(default_factory=dict)
-  apply_kwargs: dict = dataclasses.field(default_factory=dict)
-  apply_rngs: dict = dataclasses.field(default_factory=dict)
-  mutable: Any = False
-  per_example: bool = True
-  float_inputs: tuple = (0,)
-  keyword_inputs: tuple = ()
-  supports_bf16: bool = True
-  golden: tuple[str, str] | None = None
-
-  def call_args(self, inputs: tuple) -> tuple[tuple, dict]:
-    """Splits ``inputs`` into positional and keyword arguments."""
-    n = len(inputs) - len(self.keyword_inputs)
-    return tuple(inputs[:n]), dict(zip(self.keyword_inputs, inputs[n:]))
 
 
 def _x(*shape, seed=0):

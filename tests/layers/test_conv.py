@@ -209,5 +209,5 @@ def test_conv_local_matches_loop_reference(ks, strides, padding, k_dil, shape):
 
 
 def test_conv_local_rejects_groups():
-  with pytest.raises(NotImplementedError, match='feature_group_count=1'):
+  with pytest.raises(ValueError, match='feature_group_count=1'):
     nn.ConvLocal(2, (3,), feature_group_count=2).init(KEY, jnp.ones((1, 4, 2)))
