@@ -379,8 +379,19 @@ def _broadcast_ints(x: Any, n: int) -> tuple[int, ...]:
   return tuple(x)
 
 
-def _flatten_batch(inputs: Array, num_spatial: int) -> tuple[Array, tuple[int, ...] | None]:
-  """Folds all leading batch axes into one (adding it for unbatched input)."""
+def _flatten_batch(
+  module: Module, inputs: Array, num_spatial: int
+) -> tuple[Array, tuple[int, ...] | None]:
+  """Folds all leading batch axes into one (adding it for unbatched input).
+
+  Raises:
+    ValueError: naming ``module`` when ``inputs`` lacks the spatial and feature axes.
+  """
+  if jnp.ndim(inputs) < num_spatial + 1:
+    raise ValueError(
+      f'{_where(module)}: input of shape {jnp.shape(inputs)} has too few axes for a '
+      f'{num_spatial}-D kernel; expected (*batch, *{num_spatial} spatial, features).'
+    )
   n_batch = jnp.ndim(inputs) - num_spatial - 1
   if n_batch == 1:
     return inputs, None
@@ -426,12 +437,7 @@ class _Conv(Module):
   def __call__(self, inputs: Array) -> Array:
     kernel_size = _canonicalize_tuple(self.kernel_size)
     n_spatial = len(kernel_size)
-    if jnp.ndim(inputs) < n_spatial + 1:
-      raise ValueError(
-        f'{_where(self)}: input of shape {jnp.shape(inputs)} has too few axes for a '
-        f'{n_spatial}-D kernel; expected (*batch, *{n_spatial} spatial, features).'
-      )
-    inputs, batch_shape = _flatten_batch(inputs, n_spatial)
+    inputs, batch_shape = _flatten_batch(self, inputs, n_spatial)
     strides = _broadcast_ints(self.strides, n_spatial)
     input_dilation = _broadcast_ints(self.input_dilation, n_spatial)
     kernel_dilation = _broadcast_ints(self.kernel_dilation, n_spatial)
@@ -666,12 +672,7 @@ class ConvTranspose(Module):
   def __call__(self, inputs: Array) -> Array:
     kernel_size = _canonicalize_tuple(self.kernel_size)
     n_spatial = len(kernel_size)
-    if jnp.ndim(inputs) < n_spatial + 1:
-      raise ValueError(
-        f'{_where(self)}: input of shape {jnp.shape(inputs)} has too few axes for a '
-        f'{n_spatial}-D kernel; expected (*batch, *{n_spatial} spatial, features).'
-      )
-    inputs, batch_shape = _flatten_batch(inputs, n_spatial)
+    inputs, batch_shape = _flatten_batch(self, inputs, n_spatial)
     strides = _broadcast_ints(self.strides, n_spatial)
     kernel_dilation = None if self.kernel_dilation is None else _broadcast_ints(
       self.kernel_dilation, n_spatial)
