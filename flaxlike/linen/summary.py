@@ -119,7 +119,8 @@ def _collect(module: Module, rngs: Any, args: tuple, kwargs: dict, mutable: Filt
   def record(next_fun, call_args, call_kwargs, ctx):
     out = next_fun(*call_args, **call_kwargs)
     mod = ctx.module
-    if mod.scope is not None:
+    # setup only builds submodules; as in Linen, rows are the calls that take inputs.
+    if mod.scope is not None and ctx.method_name != 'setup':
       abstract = lambda t: jax.tree_util.tree_map(  # noqa: E731
         lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, 'dtype') else x, t
       )
@@ -138,7 +139,7 @@ def _collect(module: Module, rngs: Any, args: tuple, kwargs: dict, mutable: Filt
   order: list[tuple[tuple[str, ...], str]] = []
 
   def record_start(next_fun, call_args, call_kwargs, ctx):
-    if ctx.module.scope is not None:
+    if ctx.module.scope is not None and ctx.method_name != 'setup':
       order.append((ctx.module.scope.path, ctx.method_name))
     return next_fun(*call_args, **call_kwargs)
 
