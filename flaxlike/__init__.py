@@ -25,6 +25,7 @@ from flaxlike.linen import attention as attention
 from flaxlike.linen import normalization as normalization
 from flaxlike.linen import recurrent as recurrent
 from flaxlike.linen import pooling as pooling
+from flaxlike.linen import spmd as spmd
 from flaxlike.linen import stochastic as stochastic
 
 __version__ = '0.1.0'

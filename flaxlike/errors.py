@@ -233,17 +233,42 @@ class JaxTransformError(FlaxlikeError):
 
 
 class PartitioningUnspecifiedError(FlaxlikeError):
-  """A ``Partitioned`` box is mapped by vmap/scan without a name for the new axis.
+  """A transform removes a named partition axis but was not told its name.
 
-  Fix: pass ``metadata_params={nn.PARTITION_NAME: 'layers'}`` (any mesh axis name or
-  None) to the transform.
+  ``vmap``/``scan``/``remat_scan`` name the axis they add to ``Partitioned`` boxes with
+  ``metadata_params[nn.PARTITION_NAME]``, or None when it is missing (Linen raises here
+  instead). Removing the axis again (at ``apply``) without a name while the box says the
+  axis is named means the variables were made by a transform configured differently.
+
+  Fix: pass the same ``metadata_params`` to the transform at ``init`` and ``apply``::
+
+    nn.scan(Block, variable_axes={'params': 0}, length=4,
+            metadata_params={nn.PARTITION_NAME: 'layers'})
   """
 
-  def __init__(self, target: Any):
+  def __init__(self, target: Any, index: int | None = None):
+    where = '' if index is None else f' (axis {index} is named {target.names[index]!r})'
     super().__init__(
-      'Trying to transform a Partitioned variable but "partition_name" is not specified '
-      f'in metadata_params: {target}. Pass metadata_params={{"partition_name": name}}.'
+      f'Trying to remove a named partition axis{where} of {target}, but "partition_name" '
+      'is not specified in the transform\'s metadata_params. Pass '
+      'metadata_params={"partition_name": name}, the same as when the variables were created.'
     )
+
+
+class ShardingAxisNameError(FlaxlikeError, ValueError):
+  """A variable's axis names cannot be laid out on the mesh.
+
+  Causes: a logical axis name matches no rule while ``fallback=RulesFallback.RAISE_ERROR``;
+  a name (or the mesh axis a rule maps it to) is not an axis of the mesh; a box has more
+  names than its value has dimensions.
+
+  Fix: add a rule for the logical name (``('mlp', 'model')``, or ``('mlp', None)`` for
+  replicated), use mesh axis names the mesh has, or correct the names given to
+  ``nn.with_logical_partitioning`` / ``nn.with_partitioning``.
+  """
+
+  def __init__(self, msg: str):
+    super().__init__(msg)
 
 
 #################################################

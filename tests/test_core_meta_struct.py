@@ -31,8 +31,10 @@ def test_add_and_remove_axis():
   added = box.add_axis(0, {meta.PARTITION_NAME: 'layers'})
   assert added.names == ('layers', 'data', 'model')
   assert added.remove_axis(0, {meta.PARTITION_NAME: 'layers'}).names == ('data', 'model')
-  with pytest.raises(errors.PartitioningUnspecifiedError, match='partition_name'):
-    box.add_axis(0, {})
+  # No partition name: the new axis is replicated (Linen raises; flaxlike P18).
+  assert box.add_axis(0, {}).names == (None, 'data', 'model')
+  with pytest.raises(errors.PartitioningUnspecifiedError, match="axis 0 is named 'layers'"):
+    added.remove_axis(0, {})
 
 
 def test_unbox_applies_sharding_constraint_with_mesh():

@@ -729,11 +729,14 @@ def remat_scan(
   variable_carry: Filter = False,
   variable_axes: Mapping[Filter, Any] = {True: 0},
   split_rngs: Mapping[Filter, bool] = {True: True},
+  metadata_params: Mapping[str, Any] = {},
 ) -> Callable[..., Any]:
   """Nested scans of rematerialised ``body_fn(scope, carry) -> carry``.
 
   ``lengths=(a, b)`` runs ``a * b`` steps with variables stacked as ``(a, b, ...)``, and
   memory that grows like ``a + b`` instead of ``a * b`` in the backward pass.
+  ``metadata_params`` names the outermost stacked axis of boxed variables; the inner loop
+  axes are named None (replicated), since one mesh axis cannot shard two dimensions.
   """
   if not lengths:
     raise ValueError('remat_scan needs at least one loop length, e.g. lengths=(4, 4).')
@@ -747,11 +750,16 @@ def remat_scan(
       return body_fn(scope, carry), ()
 
   else:
+    inner_params = {**metadata_params, meta.PARTITION_NAME: None}
 
     def step(scope, carry):
-      return remat_scan(body_fn, lengths[1:], policy, **scan_kwargs)(scope, carry), ()
+      inner = remat_scan(body_fn, lengths[1:], policy, metadata_params=inner_params, **scan_kwargs)
+      return inner(scope, carry), ()
 
-  looped = scan(checkpoint(step, policy=policy, prevent_cse=False), length=lengths[0], **scan_kwargs)
+  looped = scan(
+    checkpoint(step, policy=policy, prevent_cse=False), length=lengths[0],
+    metadata_params=metadata_params, **scan_kwargs,
+  )
 
   def wrapper(scope: Scope, carry: Any) -> Any:
     return looped(scope, carry)[0]

@@ -13,7 +13,7 @@ import functools
 from typing import Any, Callable, Generic, TypeVar
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from flaxlike import errors, struct
 
@@ -94,17 +94,77 @@ def replace_boxed(tree: Any, updates: Any) -> Any:
 
 
 def _global_mesh_active() -> bool:
-  try:
-    return not jax.sharding.get_abstract_mesh().empty
-  except AttributeError:  # very old jax without abstract meshes
-    return False
+  return not jax.sharding.get_abstract_mesh().empty
+
+
+def _drop_axes(entry: Any, dropped: frozenset[str]) -> Any:
+  if isinstance(entry, str):
+    return None if entry in dropped else entry
+  if isinstance(entry, (tuple, list)):
+    kept = tuple(e for e in entry if e not in dropped)
+    return kept or None
+  return entry
+
+
+def constrain(value: Any, spec: PartitionSpec, mesh: Mesh | None = None) -> Any:
+  """Lays ``value`` out as ``spec`` on ``mesh``, or on the active mesh when ``mesh`` is None.
+
+  Without either mesh the value is returned unchanged. Axes of an all-``Explicit`` mesh
+  (the ``jax.make_mesh`` default) are laid out with ``jax.sharding.reshard``, since
+  ``with_sharding_constraint`` only asserts there; other meshes get
+  ``with_sharding_constraint``. Axes that are ``Manual`` in the active mesh (inside
+  ``shard_map``) are left out: each shard already holds its slice along them.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from jax.sharding import PartitionSpec
+  >>> from flaxlike.core import meta
+  >>> meta.constrain(jnp.ones(4), PartitionSpec('data')).shape  # no mesh: unchanged
+  (4,)
+  """
+  context = jax.sharding.get_abstract_mesh()
+  if not context.empty:
+    manual = frozenset(
+      n for n, t in zip(context.axis_names, context.axis_types)
+      if t == AxisType.Manual
+    )
+    if manual:
+      if len(manual) == len(context.axis_names):
+        return value
+      # A concrete mesh cannot be named inside shard_map; the context mesh knows the
+      # remaining (non-manual) axes.
+      spec, mesh = PartitionSpec(*(_drop_axes(e, manual) for e in spec)), None
+  if mesh is None:
+    if context.empty:
+      return value
+    if context.are_all_axes_explicit:
+      return jax.sharding.reshard(value, spec)
+    return jax.lax.with_sharding_constraint(value, spec)
+  if mesh.are_all_axes_explicit:
+    if not context.empty:
+      return jax.sharding.reshard(value, NamedSharding(mesh, spec))
+    # Outside a mesh context a computation cannot carry explicit shardings; a layout
+    # constraint on the same devices does the job.
+    mesh = _auto_axes(mesh)
+  return jax.lax.with_sharding_constraint(value, NamedSharding(mesh, spec))
+
+
+@functools.lru_cache(maxsize=32)
+def _auto_axes(mesh: Mesh) -> Mesh:
+  return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
 class Partitioned(AxisMetadata[A]):
   """A value annotated with one mesh axis name (or None) per dimension.
 
   ``unbox`` constrains the value to that sharding when ``mesh`` is set or a global mesh
-  is active (``jax.set_mesh``); otherwise it returns the value unchanged.
+  is active (``jax.set_mesh``); otherwise it returns the value unchanged (see
+  ``constrain``).
+
+  Transforms that add an axis (``vmap``, ``scan``, ``remat_scan``) insert the name
+  ``metadata_params[PARTITION_NAME]`` at that axis; without one the new axis is named
+  None (replicated).
 
   Attributes:
     value: the array.
@@ -117,17 +177,12 @@ class Partitioned(AxisMetadata[A]):
   mesh: Mesh | None = struct.field(default=None, pytree_node=False)
 
   def unbox(self, apply_constraint: bool = True) -> A:
-    if not apply_constraint:
+    if not apply_constraint or (self.mesh is None and not _global_mesh_active()):
       return self.value
-    if self.mesh is not None:
-      sharding = NamedSharding(self.mesh, self.get_partition_spec())
-      return jax.lax.with_sharding_constraint(self.value, sharding)
-    if _global_mesh_active():
-      return jax.lax.with_sharding_constraint(self.value, self.get_partition_spec())
-    return self.value
+    return constrain(self.value, self.get_partition_spec(), self.mesh)
 
   def add_axis(self, index: int, params: dict[str, Any]) -> Partitioned[A]:
-    axis_name = self._axis_name(params)
+    axis_name = params.get(PARTITION_NAME)
     names = list(self.names)
     while len(names) < index:
       names.append(None)
@@ -135,8 +190,15 @@ class Partitioned(AxisMetadata[A]):
     return self.replace(names=tuple(names))
 
   def remove_axis(self, index: int, params: dict[str, Any]) -> Partitioned[A]:
-    axis_name = self._axis_name(params)
     names = list(self.names)
+    if PARTITION_NAME not in params:
+      # Without a name this transform added a None axis; a named axis here was added by a
+      # transform that had one, so the two calls disagree.
+      if names[index] is not None:
+        raise errors.PartitioningUnspecifiedError(self, index)
+      del names[index]
+      return self.replace(names=tuple(names))
+    axis_name = params[PARTITION_NAME]
     if names[index] != axis_name:
       raise ValueError(
         f'Removing axis {index} named {names[index]!r}, but the transform expected '
@@ -144,11 +206,6 @@ class Partitioned(AxisMetadata[A]):
       )
     del names[index]
     return self.replace(names=tuple(names))
-
-  def _axis_name(self, params: dict[str, Any]) -> Any:
-    if PARTITION_NAME not in params:
-      raise errors.PartitioningUnspecifiedError(self)
-    return params[PARTITION_NAME]
 
   def get_partition_spec(self) -> PartitionSpec:
     """The ``PartitionSpec`` of the value."""

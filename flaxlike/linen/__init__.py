@@ -13,6 +13,7 @@ from flaxlike.linen import attention as attention
 from flaxlike.linen import normalization as normalization
 from flaxlike.linen import recurrent as recurrent
 from flaxlike.linen import pooling as pooling
+from flaxlike.linen import spmd as spmd
 from flaxlike.linen import stochastic as stochastic
 from flaxlike.linen import transforms as transforms
 
@@ -99,6 +100,17 @@ from flaxlike.linen.transforms import vjp as vjp
 from flaxlike.linen.transforms import vmap as vmap
 from flaxlike.linen.transforms import while_loop as while_loop
 from flaxlike.linen.summary import tabulate as tabulate
+from flaxlike.linen.spmd import LogicallyPartitioned as LogicallyPartitioned
+from flaxlike.linen.spmd import RulesFallback as RulesFallback
+from flaxlike.linen.spmd import get_logical_axis_rules as get_logical_axis_rules
+from flaxlike.linen.spmd import logical_axis_rules as logical_axis_rules
+from flaxlike.linen.spmd import logical_to_mesh as logical_to_mesh
+from flaxlike.linen.spmd import logical_to_mesh_axes as logical_to_mesh_axes
+from flaxlike.linen.spmd import logical_to_mesh_sharding as logical_to_mesh_sharding
+from flaxlike.linen.spmd import set_logical_axis_rules as set_logical_axis_rules
+from flaxlike.linen.spmd import sharded_init as sharded_init
+from flaxlike.linen.spmd import with_logical_constraint as with_logical_constraint
+from flaxlike.linen.spmd import with_logical_partitioning as with_logical_partitioning
 from flaxlike.linen.normalization import BatchNorm as BatchNorm
 from flaxlike.linen.normalization import GroupNorm as GroupNorm
 from flaxlike.linen.normalization import InstanceNorm as InstanceNorm

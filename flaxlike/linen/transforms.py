@@ -430,10 +430,13 @@ def remat_scan(
   variable_carry: Filter = False,
   variable_axes: Mapping[Filter, Any] = {True: 0},
   split_rngs: Mapping[Filter, bool] = {True: True},
+  metadata_params: Mapping[str, Any] = {},
 ) -> type:
   """Stacks ``prod(lengths)`` copies of a Module with nested rematerialised scans.
 
-  The module's ``__call__(self, x) -> x`` is the loop body.
+  The module's ``__call__(self, x) -> x`` is the loop body. ``metadata_params`` (which
+  Linen lacks) names the outermost stacked axis of boxed variables, e.g.
+  ``{nn.PARTITION_NAME: 'layers'}``; inner loop axes are named None.
 
   Example:
 
@@ -455,7 +458,7 @@ def remat_scan(
   return _lift(
     'Remat_scan', target, None, _simple(builder, 'remat_scan'), lengths=tuple(lengths),
     policy=policy, variable_broadcast=variable_broadcast, variable_carry=variable_carry,
-    variable_axes=variable_axes, split_rngs=split_rngs,
+    variable_axes=variable_axes, split_rngs=split_rngs, metadata_params=metadata_params,
   )
 
 
