@@ -248,22 +248,37 @@ def _prose(body: list[str]) -> str:
     if code:
       blocks.append('```python\n' + '\n'.join(code) + '\n```')
       code = []
-    blocks.append(_rst_headings(part.strip('\n')).strip())
+    blocks.append(_rst_to_markdown(part.strip('\n')).strip())
   if code:
     blocks.append('```python\n' + '\n'.join(code) + '\n```')
   return '\n\n'.join(blocks)
 
 
-def _rst_headings(text: str) -> str:
-  """reST underlined titles (a line of ``-``/``=`` below text) as bold lines."""
-  lines = text.splitlines()
+def _rst_to_markdown(text: str) -> str:
+  """reST underlined titles become bold lines, ``::`` literal blocks fenced code."""
   out: list[str] = []
-  for line in lines:
+  literal: list[str] | None = None  # lines of the open literal block
+  for line in text.splitlines():
+    if literal is not None:
+      if not line.strip() or line.startswith(' '):
+        literal.append(line)
+        continue
+      out += [_fence(literal), '']
+      literal = None
     if out and out[-1].strip() and re.fullmatch(r'[-=]{3,}', line.strip()):
       out[-1] = f'**{out[-1].strip()}**'
-      continue
-    out.append(line)
+    elif line.endswith('::'):
+      out += [line[:-1], '']
+      literal = []
+    else:
+      out.append(line)
+  if literal:
+    out.append(_fence(literal))
   return '\n'.join(out)
+
+
+def _fence(lines: list[str]) -> str:
+  return '```\n' + inspect.cleandoc('\n'.join(lines)) + '\n```'
 
 
 def _entry_link(where: tuple[str, str]) -> str:
