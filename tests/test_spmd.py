@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from hypothesis import given, settings
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import flaxlike as nn
@@ -116,10 +116,9 @@ def test_rules_context_nests_restores_and_is_per_thread():
   assert nn.get_logical_axis_rules() == ()
   with nn.logical_axis_rules(RULES):
     assert nn.get_logical_axis_rules() == RULES
-    with pytest.raises(RuntimeError):
-      with nn.logical_axis_rules((('batch', 'model'),)):
-        assert nn.logical_to_mesh_axes(('batch',)) == P('model')
-        raise RuntimeError
+    with pytest.raises(RuntimeError), nn.logical_axis_rules((('batch', 'model'),)):
+      assert nn.logical_to_mesh_axes(('batch',)) == P('model')
+      raise RuntimeError
     assert nn.get_logical_axis_rules() == RULES
     seen = []
     worker = threading.Thread(target=lambda: seen.append(nn.get_logical_axis_rules()))
@@ -160,7 +159,7 @@ def test_with_logical_constraint_mesh_argument_and_fallbacks():
   with pytest.raises(errors.ShardingAxisNameError, match=r"\['seq'\].*\('seq', None\)"):
     run(nn.RulesFallback.RAISE_ERROR)
   assert issubclass(errors.ShardingAxisNameError, ValueError)  # Linen raises ValueError
-  no_constraint = lambda x: nn.with_logical_constraint(  # noqa: E731
+  no_constraint = lambda x: nn.with_logical_constraint(
     x, names, rules=RULES, mesh=MESH, fallback=nn.RulesFallback.NO_CONSTRAINT)
   assert not _has_constraint(no_constraint, x)
   # A pytree of specs matches a pytree of arrays.
@@ -326,10 +325,6 @@ class MLP(nn.Module):
     return nn.relu(h) @ w
 
 
-def _plain(variables):
-  return nn.unbox(variables)
-
-
 def _no_boxes(tree):
   return not any(isinstance(leaf, meta.AxisMetadata)
                  for leaf in jax.tree_util.tree_leaves(tree, is_leaf=meta.is_axis_metadata))
@@ -348,7 +343,7 @@ def test_sharded_init_lays_out_every_variable_by_its_rules():
   assert jax.tree_util.tree_map(lambda a: a.sharding, variables) == shardings
   kernel = variables['params']['Dense_0']['kernel']
   assert {s.data.shape for s in kernel.addressable_shards} == {(4, 4)}  # one slice each
-  reference = _plain(model.init(jax.random.key(0), x))
+  reference = nn.unbox(model.init(jax.random.key(0), x))
   jax.tree_util.tree_map(np.testing.assert_array_equal, variables, reference)
   assert type(variables) is dict and type(variables['params']['Dense_0']) is dict
   assert _no_boxes(variables)
@@ -365,7 +360,7 @@ def test_sharded_init_takes_context_rules_static_args_and_abstract_inputs():
       mesh=MESH, train=True)
   assert shardings['params']['Dense_0']['kernel'].spec == P(None, 'data')
   assert variables['params']['Dense_0']['kernel'].sharding.spec == P(None, 'data')
-  reference = _plain(model.init(jax.random.key(1), jnp.zeros((8, 4)), train=True))
+  reference = nn.unbox(model.init(jax.random.key(1), jnp.zeros((8, 4)), train=True))
   jax.tree_util.tree_map(np.testing.assert_array_equal, variables, reference)
 
 
