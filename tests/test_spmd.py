@@ -174,6 +174,10 @@ def test_with_logical_constraint_is_a_noop_without_mesh_or_rules():
     assert not _has_constraint(lambda x: nn.with_logical_constraint(x, ('batch', 'mlp')), x)
   assert not _has_constraint(
     lambda x: nn.with_logical_constraint(x, ('batch', 'mlp'), mesh=MESH), x)
+  # As in Linen, RAISE_ERROR checks the names even when nothing is constrained.
+  with pytest.raises(errors.ShardingAxisNameError, match=r"\['seq'\]"):
+    nn.with_logical_constraint(x, ('batch', 'seq'), rules=RULES,
+                               fallback=nn.RulesFallback.RAISE_ERROR)
 
 
 @pytest.mark.parametrize('explicit', [False, True], ids=['auto', 'explicit'])

@@ -93,7 +93,8 @@ def replace_boxed(tree: Any, updates: Any) -> Any:
   return jax.tree_util.tree_map(inner, tree, updates, is_leaf=is_axis_metadata)
 
 
-def _global_mesh_active() -> bool:
+def global_mesh_defined() -> bool:
+  """Whether a global mesh is active (``jax.set_mesh``), as Linen's function of that name."""
   return not jax.sharding.get_abstract_mesh().empty
 
 
@@ -177,7 +178,7 @@ class Partitioned(AxisMetadata[A]):
   mesh: Mesh | None = struct.field(default=None, pytree_node=False)
 
   def unbox(self, apply_constraint: bool = True) -> A:
-    if not apply_constraint or (self.mesh is None and not _global_mesh_active()):
+    if not apply_constraint or (self.mesh is None and not global_mesh_defined()):
       return self.value
     return constrain(self.value, self.get_partition_spec(), self.mesh)
 

@@ -252,7 +252,8 @@ def with_logical_constraint(
   """``with_sharding_constraint`` in logical axis names.
 
   A no-op when there are no rules (argument or context), or no mesh (argument or active
-  ``jax.set_mesh``); so model code can call it unconditionally.
+  ``jax.set_mesh``); so model code can call it unconditionally. As in Linen,
+  ``RAISE_ERROR`` checks the names whenever rules are set, with or without a mesh.
 
   Args:
     x: an array or a pytree of arrays.
@@ -276,8 +277,6 @@ def with_logical_constraint(
   if rules is None:
     rules = get_logical_axis_rules()
   if not rules or logical_axis_resources is None:
-    return x
-  if mesh is None and not meta._global_mesh_active():
     return x
 
   def one(names, value):
@@ -306,7 +305,7 @@ class LogicallyPartitioned(meta.Partitioned):
   rules: tuple[tuple[str, Any], ...] | None = struct.field(default=None, pytree_node=False)
 
   def unbox(self, apply_constraint: bool = True) -> Any:
-    if not apply_constraint:
+    if not apply_constraint or (self.mesh is None and not meta.global_mesh_defined()):
       return self.value
     return with_logical_constraint(self.value, self.names, rules=self.rules, mesh=self.mesh)
 
