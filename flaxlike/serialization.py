@@ -33,11 +33,21 @@ Where flaxlike differs from Flax, on purpose and without changing what Flax read
 * only bool, (u)int8-64, float16/32/64, complex64/128 and the ml_dtypes types
   (bfloat16, float8_*, int4, ...) are written or read; anything else is refused at save
   time, so every file we write can be read back;
-* the reader is our own bounded parser, not ``msgpack.unpackb``: every declared length is
-  checked against the bytes that remain before anything is allocated, nesting is limited
-  to ``MAX_DEPTH``, and every failure is a ``flaxlike.errors.MsgpackDecodeError`` naming
-  the path. Decoded arrays are fresh, aligned, writable numpy arrays (exactly one copy
-  from the input, where Flax makes two and returns read-only views).
+* the reader is bounded and strict: every declared length is checked against the bytes
+  that remain before anything is allocated, nesting is limited to ``MAX_DEPTH``, and
+  every failure is a ``flaxlike.errors.MsgpackDecodeError`` naming the path. Decoded
+  arrays are fresh, aligned, writable numpy arrays (arrays of ``_BIG`` bytes or more are
+  copied exactly once from the input, where Flax makes two copies and returns read-only
+  views).
+
+The reader has two paths with one behaviour. In-memory documents first go through
+msgpack's C decoder, with every length limit set to the input size and an ``ext_hook``
+that decodes small arrays (their validated headers cached by their bytes); a walk of the
+result then applies the rules the C decoder lacks (``MAX_DEPTH``, no timestamps) and
+reassembles chunked arrays. Anything else (a big array, any error) hands the document to
+our own parser, which reads files incrementally, copies big array data straight into the
+new array and names the path and byte offset of any problem. The C path only ever accepts
+documents the parser accepts, with the same result (tested on fuzzed documents).
 """
 
 from __future__ import annotations
@@ -46,8 +56,9 @@ import io
 import math
 import struct as _struct
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import msgpack
@@ -388,20 +399,30 @@ def _ext_header(code: int, n: int) -> bytes:
   raise ValueError(f'an ext payload of {n} bytes does not fit msgpack (limit 2**32 - 1)')
 
 
-def _wire_array(x: Any, path: str) -> np.ndarray:
+def _path_str(path: Any) -> str:
+  """Formats a lazy path: '.' or nested ``(parent, key)`` pairs (built per entry because
+  formatting strings for every leaf would dominate the encoding of small arrays)."""
+  keys = []
+  while type(path) is tuple:
+    path, key = path
+    keys.append(str(key))
+  return '/'.join([path, *reversed(keys)])
+
+
+def _wire_array(x: Any, path: Any) -> np.ndarray:
   """``x`` as a C-contiguous little-endian ndarray of a supported dtype, copying only
   when the layout or byte order requires it."""
   arr = np.asarray(x)
   dt = arr.dtype
   if dt.hasobject or dt.isalignedstruct:
-    raise ValueError(f'Object and structured arrays cannot be serialized (at {path}).')
+    raise ValueError(f'Object and structured arrays cannot be serialized (at {_path_str(path)}).')
   if dt.byteorder == '>' or (dt.byteorder == '=' and not _LITTLE):
     arr = arr.astype(dt.newbyteorder('<'))
   if arr.dtype not in _PACKED_NAMES:
     raise ValueError(
-      f'dtype {dt} at {path} is not supported: only bool, (u)int8-64, float16/32/64, '
-      f'complex64/128 and ml_dtypes types ({", ".join(sorted(_DTYPES))}) are written. '
-      'Convert the array first, e.g. with .astype(np.float32).'
+      f'dtype {dt} at {_path_str(path)} is not supported: only bool, (u)int8-64, '
+      f'float16/32/64, complex64/128 and ml_dtypes types ({", ".join(sorted(_DTYPES))}) are '
+      'written. Convert the array first, e.g. with .astype(np.float32).'
     )
   if not arr.flags.c_contiguous:
     arr = np.ascontiguousarray(arr)
@@ -446,16 +467,24 @@ def _array_bytes(arr: np.ndarray) -> memoryview:
   return memoryview(arr.reshape(-1).view(np.uint8))
 
 
+# Everything written before the data of a small ndarray (ext header and payload header)
+# depends only on its shape and dtype; trees of many small arrays repeat a few of them.
+_SMALL_PREFIXES: dict[tuple[tuple[int, ...], np.dtype], bytes] = {}
+_MAX_CACHED_PREFIXES = 1024
+
+
 def _pack_ndarray(code: int, arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
   nbytes = arr.nbytes
   head = b'\x93' + packer.pack(list(arr.shape)) + _PACKED_NAMES[arr.dtype]
   head += _bin_header(nbytes)
-  out.small += _ext_header(code, len(head) + nbytes)
-  out.small += head
+  prefix = _ext_header(code, len(head) + nbytes) + head
+  out.small += prefix
   if nbytes >= _BIG:
     out.big(_array_bytes(arr))
-  else:
-    out.small += arr.tobytes()
+    return
+  out.small += arr.tobytes()
+  if code == _EXT_NDARRAY and len(_SMALL_PREFIXES) < _MAX_CACHED_PREFIXES:
+    _SMALL_PREFIXES[arr.shape, arr.dtype] = prefix
 
 
 def _pack_chunked(arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
@@ -474,26 +503,38 @@ def _pack_chunked(arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
     _pack_ndarray(_EXT_NDARRAY, flat[start : start + per_chunk], out, packer)
 
 
-def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: str, depth: int, in_dict: bool):
+_SCALAR_TYPES = frozenset((type(None), bool, int, float, str, bytes))
+
+
+def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: Any, depth: int, in_dict: bool):
   t = type(x)
-  if x is None or t is bool or t is int or t is float or t is str or t is bytes:
+  if t is np.ndarray:
+    # Fast path for small native arrays seen before (the prefix cache holds only
+    # supported native dtypes); chunking needs more than _BIG bytes, so it never applies.
+    prefix = _SMALL_PREFIXES.get((x.shape, x.dtype))
+    if prefix is not None and x.flags.c_contiguous and _LITTLE and x.nbytes <= MAX_CHUNK_SIZE:
+      out.small += prefix
+      out.small += x.tobytes()
+      return
+  elif t in _SCALAR_TYPES:
     out.small += packer.pack(x)
     return
   if depth > _MAX_ENCODE_DEPTH:
-    raise ValueError(f'Nesting deeper than {_MAX_ENCODE_DEPTH} levels at {path}.')
+    raise ValueError(f'Nesting deeper than {_MAX_ENCODE_DEPTH} levels at {_path_str(path)}.')
   if t is dict:
     out.small += _map_header(len(x))
     for k, v in x.items():
-      kt = type(k)
-      if not (k is None or kt in (bool, int, float, str, bytes)):
-        raise TypeError(f'can not serialize dict key {k!r} of type {kt.__name__} at {path}')
+      if type(k) not in _SCALAR_TYPES:
+        raise TypeError(
+          f'can not serialize dict key {k!r} of type {type(k).__name__} at {_path_str(path)}'
+        )
       out.small += packer.pack(k)
-      _encode(v, out, packer, f'{path}/{k}', depth + 1, True)
+      _encode(v, out, packer, (path, k), depth + 1, True)
     return
   if t is list:
     out.small += _array_header(len(x))
     for i, v in enumerate(x):
-      _encode(v, out, packer, f'{path}/{i}', depth + 1, False)
+      _encode(v, out, packer, (path, i), depth + 1, False)
     return
   if isinstance(x, (np.ndarray, jax.Array)):
     arr = _wire_array(x, path)
@@ -515,8 +556,9 @@ def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: str, depth: int,
     out.small += packer.pack(x)
     return
   raise TypeError(
-    f"can not serialize '{t.__name__}' object at {path}: msgpack_serialize takes dicts, "
-    'lists, arrays and scalars; convert other containers with to_state_dict (to_bytes does).'
+    f"can not serialize '{t.__name__}' object at {_path_str(path)}: msgpack_serialize takes "
+    'dicts, lists, arrays and scalars; convert other containers with to_state_dict '
+    '(to_bytes does).'
   )
 
 
@@ -733,7 +775,7 @@ def _stream_size(f: Any) -> int | None:
 
 
 class _Frame:
-  __slots__ = ('container', 'is_map', 'left', 'key', 'path', 'chain')
+  __slots__ = ('chain', 'container', 'is_map', 'key', 'left', 'path')
 
   def __init__(self, container, left, path, chain):
     self.container = container
@@ -759,7 +801,10 @@ def _decode(src: _Source) -> Any:
         stack.pop()
         value = top.container
         if top.is_map and top.chain and _CHUNK_KEY in value:
-          value = _unchunk(value, top.path, src)
+          try:
+            value = _unchunk(value)
+          except _Invalid as e:
+            raise src.fail(e.problem, top.path) from None
       else:
         if not top.is_map:
           value = _read_value(
@@ -862,6 +907,114 @@ def _read_value(src: _Source, path: str, stack, is_key: bool, chain: bool) -> An
   raise src.fail(f'byte 0x{b:02x} is not a msgpack type', path)
 
 
+class _Invalid(Exception):
+  """A malformed payload found by a helper that does not know the document path; the
+  caller turns it into a MsgpackDecodeError naming the path (``offset`` is relative to
+  the buffer the helper was given, or None)."""
+
+  def __init__(self, problem: str, offset: int | None = None):
+    super().__init__(problem)
+    self.problem = problem
+    self.offset = offset
+
+
+# The longest ndarray header the format allows: array marker, shape array32 of 64 uint64
+# dims, a str32 dtype name of 64 bytes and a bin32 data header.
+_MAX_NDARRAY_HEADER = 1 + 5 + 64 * 9 + 5 + 64 + 5
+
+
+def _ndarray_header(buf: Any, pos: int, end: int) -> tuple[tuple[int, ...], np.dtype, int]:
+  """Parses the ``[shape, dtype name, data]`` header of an ext 1/3 payload in
+  ``buf[pos:end]`` and returns the shape, the dtype and where the data starts. The data is
+  checked to fill the rest of the payload exactly and to match shape and dtype.
+
+  Raises:
+    _Invalid: with the offset in ``buf`` of the problem.
+  """
+  start = pos
+  try:
+    if buf[pos] != 0x93:
+      raise _Invalid('an ndarray payload must be a msgpack array of 3 items', pos)
+    b = buf[pos + 1]
+    pos += 2
+    if 0x90 <= b <= 0x9F:
+      ndim = b & 0x0F
+    elif b == 0xDC or b == 0xDD:
+      k = 2 if b == 0xDC else 4
+      ndim = int.from_bytes(buf[pos : pos + k], 'big')
+      pos += k
+    else:
+      raise _Invalid(f'an ndarray shape must be an array, found byte 0x{b:02x}', pos - 1)
+    if ndim > 64:
+      raise _Invalid(f'an ndarray declares {ndim} dimensions (numpy allows 64)', pos)
+    shape = []
+    for _ in range(ndim):
+      b = buf[pos]
+      pos += 1
+      if b <= 0x7F:
+        shape.append(b)
+      elif b in _INT_SIZES:
+        k = _INT_SIZES[b]
+        shape.append(int.from_bytes(buf[pos : pos + k], 'big'))
+        pos += k
+      else:
+        raise _Invalid(
+          f'an array dimension must be a non-negative integer, found byte 0x{b:02x}', pos - 1
+        )
+    # Old writers packed the dtype name as str or bin, and the data as str; all accepted.
+    name_len, pos = _str_or_bin_len(buf, pos, 'dtype name')
+    if name_len > 64:
+      raise _Invalid(f'a dtype name of {name_len} bytes', pos)
+    raw_name = bytes(buf[pos : pos + name_len])
+    pos += name_len
+    nbytes, pos = _str_or_bin_len(buf, pos, 'data')
+  except IndexError:
+    raise _Invalid('the ndarray header is cut short by the end of its payload', end) from None
+  if pos > end:
+    raise _Invalid('the ndarray header is longer than its ext payload', end)
+  dtype = _DTYPES_BY_RAW.get(raw_name)
+  if dtype is None:
+    raise _Invalid(
+      f'unsupported dtype {raw_name!r:.80}; supported: {", ".join(sorted(_DTYPES))}', start
+    )
+  if pos + nbytes != end:
+    raise _Invalid(
+      f'the ext payload is {end - start} bytes but its ndarray header ({pos - start} bytes) '
+      f'declares {nbytes} bytes of data',
+      pos,
+    )
+  shape_t = tuple(shape)
+  expected = math.prod(shape_t) * dtype.itemsize
+  if expected != nbytes:
+    raise _Invalid(
+      f'shape {shape_t} of {dtype.name} needs {expected} bytes but the payload has {nbytes}',
+      pos,
+    )
+  return shape_t, dtype, pos
+
+
+def _str_or_bin_len(buf: Any, pos: int, what: str) -> tuple[int, int]:
+  b = buf[pos]
+  if 0xA0 <= b <= 0xBF:
+    return b & 0x1F, pos + 1
+  if 0xC4 <= b <= 0xC6 or 0xD9 <= b <= 0xDB:
+    k = (1, 2, 4)[(b - 0xC4) if b <= 0xC6 else (b - 0xD9)]
+    if pos + 1 + k > len(buf):
+      raise IndexError
+    return int.from_bytes(buf[pos + 1 : pos + 1 + k], 'big'), pos + 1 + k
+  raise _Invalid(f'the ndarray payload {what} has msgpack type byte 0x{b:02x}', pos)
+
+
+def _complex_from_payload(payload: bytes) -> complex:
+  try:
+    parts = msgpack.unpackb(payload)
+  except Exception as e:  # noqa: BLE001 - any msgpack failure means a corrupt payload
+    raise _Invalid(f'a complex (ext 2) payload is not msgpack ({e})') from None
+  if type(parts) is not list or len(parts) != 2 or not all(type(p) in (int, float) for p in parts):
+    raise _Invalid('a complex (ext 2) payload must be [real, imag]')
+  return complex(parts[0], parts[1])
+
+
 def _read_ext(src: _Source, n: int, path: str) -> Any:
   code = src.byte(path)
   if code >= 0x80:
@@ -869,87 +1022,31 @@ def _read_ext(src: _Source, n: int, path: str) -> Any:
   rem = src.remaining()
   if rem is not None and n > rem:
     raise src.fail(f'an ext declares {n} bytes but only {rem} remain (truncated)', path)
-  if code == _EXT_NDARRAY or code == _EXT_NPSCALAR:
-    arr = _read_ndarray(src, n, path)
-    if code == _EXT_NDARRAY:
-      return arr
-    if arr.ndim != 0:
-      raise src.fail(f'a numpy scalar (ext 3) has shape {arr.shape}, expected ()', path)
-    return arr[()]
-  payload = bytes(src.take(n, path, 'an ext payload'))
-  if code != _EXT_COMPLEX:
-    return msgpack.ExtType(code, payload)
   try:
-    parts = msgpack.unpackb(payload)
-  except Exception as e:
-    raise src.fail(f'a complex (ext 2) payload is not msgpack ({e})', path) from None
-  if (
-    type(parts) is not list
-    or len(parts) != 2
-    or not all(type(p) in (int, float) for p in parts)
-  ):
-    raise src.fail('a complex (ext 2) payload must be [real, imag]', path)
-  return complex(parts[0], parts[1])
-
-
-def _payload_uint(src: _Source, path: str) -> int:
-  b = src.byte(path)
-  if b <= 0x7F:
-    return b
-  if b in _INT_SIZES:
-    return src.uint(_INT_SIZES[b], path)
-  raise src.fail(f'an array dimension must be a non-negative integer, found byte 0x{b:02x}', path)
-
-
-def _payload_len(src: _Source, path: str, what: str, allow_bin: bool, allow_str: bool) -> int:
-  b = src.byte(path)
-  if allow_str and 0xA0 <= b <= 0xBF:
-    return b & 0x1F
-  if allow_str and b in (0xD9, 0xDA, 0xDB):
-    return src.uint((1, 2, 4)[b - 0xD9], path)
-  if allow_bin and b in (0xC4, 0xC5, 0xC6):
-    return src.uint((1, 2, 4)[b - 0xC4], path)
-  raise src.fail(f'the ndarray payload {what} has msgpack type byte 0x{b:02x}', path)
+    if code == _EXT_NDARRAY or code == _EXT_NPSCALAR:
+      arr = _read_ndarray(src, n, path)
+      if code == _EXT_NDARRAY:
+        return arr
+      if arr.ndim != 0:
+        raise _Invalid(f'a numpy scalar (ext 3) has shape {arr.shape}, expected ()')
+      return arr[()]
+    payload = bytes(src.take(n, path, 'an ext payload'))
+    return _complex_from_payload(payload) if code == _EXT_COMPLEX else msgpack.ExtType(code, payload)
+  except _Invalid as e:
+    raise src.fail(e.problem, path) from None
 
 
 def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
-  start = src.offset()
-  if src.byte(path) != 0x93:
-    raise src.fail('an ndarray payload must be a msgpack array of 3 items', path)
-  b = src.byte(path)
-  if 0x90 <= b <= 0x9F:
-    ndim = b & 0x0F
-  elif b in (0xDC, 0xDD):
-    ndim = src.uint((2, 4)[b - 0xDC], path)
-  else:
-    raise src.fail(f'an ndarray shape must be an array, found byte 0x{b:02x}', path)
-  if ndim > 64:
-    raise src.fail(f'an ndarray declares {ndim} dimensions (numpy allows 64)', path)
-  shape = tuple(_payload_uint(src, path) for _ in range(ndim))
-  # Old writers packed the dtype name as bin; both are accepted.
-  name_len = _payload_len(src, path, 'dtype name', True, True)
-  if name_len > 64:
-    raise src.fail(f'a dtype name of {name_len} bytes', path)
-  raw_name = bytes(src.take(name_len, path, 'a dtype name'))
-  dtype = _DTYPES_BY_RAW.get(raw_name)
-  if dtype is None:
-    raise src.fail(
-      f'unsupported dtype {raw_name!r:.80}; supported: {", ".join(sorted(_DTYPES))}', path
-    )
-  nbytes = _payload_len(src, path, 'data', True, True)
-  header = src.offset() - start
-  if header + nbytes != n:
-    raise src.fail(
-      f'the ext payload is {n} bytes but its ndarray header ({header} bytes) declares '
-      f'{nbytes} bytes of data',
-      path,
-    )
-  expected = math.prod(shape) * dtype.itemsize
-  if expected != nbytes:
-    raise src.fail(
-      f'shape {shape} of {dtype.name} needs {expected} bytes but the payload has {nbytes}',
-      path,
-    )
+  # The header is parsed in place; for files, make sure all of it is buffered first.
+  src.need(min(n, _MAX_NDARRAY_HEADER), path, 'an ndarray header')
+  start = src.pos
+  try:
+    shape, dtype, data_pos = _ndarray_header(src.buf, start, start + n)
+  except _Invalid as e:
+    src.pos = e.offset if e.offset is not None else src.pos
+    raise
+  src.pos = data_pos
+  nbytes = n - (data_pos - start)
   if src.size is None and nbytes > _UNKNOWN_SIZE_PIECE:
     # Stream of unknown size: read the data first so that a lying header cannot make us
     # allocate more than the stream really holds.
@@ -968,25 +1065,135 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
   return arr
 
 
-def _unchunk(d: dict, path: str, src: _Source) -> np.ndarray:
+def _unchunk(d: dict) -> np.ndarray:
   shape_d, chunks_d = d.get('shape'), d.get('chunks')
   if type(shape_d) is not dict or type(chunks_d) is not dict or not chunks_d:
-    raise src.fail('a chunked array needs "shape" and non-empty "chunks" maps', path)
+    raise _Invalid('a chunked array needs "shape" and non-empty "chunks" maps')
   try:
     shape = tuple(shape_d[str(i)] for i in range(len(shape_d)))
     chunks = [chunks_d[str(i)] for i in range(len(chunks_d))]
   except KeyError as e:
-    raise src.fail(f'a chunked array lacks the entry {e}', path) from None
+    raise _Invalid(f'a chunked array lacks the entry {e}') from None
   if not all(type(s) is int and s >= 0 for s in shape):
-    raise src.fail(f'a chunked array has an invalid shape {shape!r:.80}', path)
+    raise _Invalid(f'a chunked array has an invalid shape {shape!r:.80}')
   if not all(
     isinstance(c, np.ndarray) and c.ndim == 1 and c.dtype == chunks[0].dtype for c in chunks
   ):
-    raise src.fail('the chunks of a chunked array must be 1-d arrays of one dtype', path)
+    raise _Invalid('the chunks of a chunked array must be 1-d arrays of one dtype')
   total = sum(c.size for c in chunks)
   if total != math.prod(shape):
-    raise src.fail(f'chunks hold {total} elements but the shape is {shape}', path)
+    raise _Invalid(f'chunks hold {total} elements but the shape is {shape}')
   return np.concatenate(chunks).reshape(shape)
+
+
+class _SlowPath(Exception):
+  """Raised inside the C-decoder fast path for anything it does not handle itself: the
+  bounded Python parser then decodes the document, or reports exactly what is wrong."""
+
+
+# Validated ndarray headers by their exact bytes, and the header length last seen for each
+# payload length: a tree of many small arrays repeats a few headers, and a header's parse
+# depends only on its bytes and the payload length, so a hit needs no parsing.
+_HEADERS: dict[bytes, tuple[tuple[int, ...], np.dtype, int, int]] = {}
+_HEADER_LEN_BY_SIZE: dict[int, int] = {}
+_MAX_CACHED_HEADERS = 1024
+
+
+def _small_ext(code: int, payload: bytes) -> Any:
+  """ext_hook of the C decoder: decodes small ext payloads exactly as ``_read_ext`` does."""
+  if code == _EXT_NDARRAY or code == _EXT_NPSCALAR:
+    n = len(payload)
+    if n >= _BIG:
+      # Big arrays go through the parser, which copies their data once, straight from the
+      # input into the new array; the C decoder has already made one copy by now.
+      raise _SlowPath
+    h = _HEADER_LEN_BY_SIZE.get(n)
+    hit = None if h is None else _HEADERS.get(payload[:h])
+    if hit is None or hit[3] != n:
+      hit = _parse_and_cache_header(payload)
+    shape, dtype, h, _ = hit
+    if h == n:  # no data: zero-size array
+      arr = np.zeros(shape, dtype)
+    else:
+      arr = np.ndarray(shape, dtype, payload, h).copy()
+    if code == _EXT_NDARRAY:
+      return arr
+    if arr.ndim != 0:
+      raise _SlowPath
+    return arr[()]
+  if code == _EXT_COMPLEX:
+    return _complex_from_payload(payload)
+  if code < 0:
+    raise _SlowPath
+  return msgpack.ExtType(code, payload)
+
+
+def _parse_and_cache_header(payload: bytes) -> tuple[tuple[int, ...], np.dtype, int, int]:
+  n = len(payload)
+  shape, dtype, h = _ndarray_header(payload, 0, n)
+  if len(_HEADERS) >= _MAX_CACHED_HEADERS:
+    _HEADERS.clear()
+    _HEADER_LEN_BY_SIZE.clear()
+  entry = _HEADERS[payload[:h]] = (shape, dtype, h, n)
+  _HEADER_LEN_BY_SIZE[n] = h
+  return entry
+
+
+def _check_tree(x: Any, level: int, chain: bool) -> Any:
+  """Applies the parser's rules to a tree from the C decoder: nesting within MAX_DEPTH and
+  no msgpack timestamps (ext -1, which the C decoder converts itself); reassembles chunked
+  arrays reached from the root through dicts. Returns ``x`` or its reassembled array."""
+  if level > MAX_DEPTH:
+    raise _SlowPath
+  if type(x) is dict:
+    for k, v in x.items():
+      t = type(v)
+      if t is dict:
+        new = _check_tree(v, level + 1, chain)
+        if new is not v:
+          x[k] = new  # same key: allowed while iterating
+      elif t is list:
+        _check_tree(v, level + 1, False)
+      elif t is _Timestamp:
+        raise _SlowPath
+      if type(k) is _Timestamp:
+        raise _SlowPath
+    if chain and _CHUNK_KEY in x:
+      return _unchunk(x)
+  else:
+    for v in x:
+      t = type(v)
+      if t is dict or t is list:
+        _check_tree(v, level + 1, False)
+      elif t is _Timestamp:
+        raise _SlowPath
+  return x
+
+
+_Timestamp = msgpack.Timestamp
+
+
+def _fast_restore(data: Any) -> Any:
+  """Decodes in-memory bytes with msgpack's C decoder. Every declared length is bounded
+  by the input size before allocation (as in the parser), and anything the parser would
+  treat differently raises, so the caller falls back to the parser."""
+  n = memoryview(data).nbytes
+  value = msgpack.unpackb(
+    data,
+    ext_hook=_small_ext,
+    strict_map_key=False,
+    max_str_len=n,
+    max_bin_len=n,
+    max_array_len=n,
+    max_map_len=n // 2,
+    max_ext_len=n,
+  )
+  t = type(value)
+  if t is dict or t is list:
+    return _check_tree(value, 1, True)
+  if t is _Timestamp:
+    raise _SlowPath
+  return value
 
 
 def _restore(src: _Source) -> Any:
@@ -1033,7 +1240,10 @@ def msgpack_restore(encoded_pytree: bytes) -> Any:
   ...
   flaxlike.errors.MsgpackDecodeError: Invalid msgpack data (at "./a", byte offset 3): a msgpack header needs 1 bytes but only 0 remain (truncated data). ...
   """
-  return _restore(_Source(encoded_pytree))
+  try:
+    return _fast_restore(encoded_pytree)
+  except Exception:  # noqa: BLE001 - the parser decides, and names the problem
+    return _restore(_Source(encoded_pytree))
 
 
 def from_bytes(target: Any, encoded_bytes: Any, strict: bool = False) -> Any:

@@ -400,3 +400,97 @@ def test_to_bytes_round_trip_property(tree, chunk):
     assert same(serialization.from_bytes(None, encoded), _as_state(tree))
     restored = serialization.from_bytes(tree, encoded, strict=True)
     assert same(_as_state(restored), _as_state(tree))
+
+
+# --- fast paths: C decoder with fallback to the parser, cached array headers -------------
+
+
+def _flax_style_packb(tree):
+  """An independent encoder of the wire format: msgpack.packb with ExtType, as Flax does."""
+  import msgpack
+
+  def ext(o):
+    if isinstance(o, np.ndarray):
+      return msgpack.ExtType(1, msgpack.packb([list(o.shape), o.dtype.name, o.tobytes()]))
+    if isinstance(o, np.generic):
+      return msgpack.ExtType(3, msgpack.packb([[], o.dtype.name, o.tobytes()]))
+    if isinstance(o, complex):
+      return msgpack.ExtType(2, msgpack.packb([o.real, o.imag]))
+    raise TypeError(type(o))
+
+  return msgpack.packb(tree, default=ext, strict_types=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trees(scalars))
+def test_bytes_match_independent_encoder_property(tree):
+  expected = _flax_style_packb(tree)
+  # Twice: the second encoding reuses the cached prefixes of the small arrays.
+  assert serialization.msgpack_serialize(tree) == expected
+  assert serialization.msgpack_serialize(tree) == expected
+
+
+def test_cached_prefix_not_used_for_other_layouts():
+  c = np.arange(6, dtype=np.float32).reshape(2, 3)
+  serialization.to_bytes(c)  # caches the prefix of (2, 3) float32
+  for other in (np.asfortranarray(c), c.astype('>f4'), np.ones((2, 3), np.int32)):
+    assert serialization.to_bytes(other) == _flax_style_packb(np.ascontiguousarray(
+      other, other.dtype.newbyteorder('<')))
+
+
+def test_same_payload_length_different_headers():
+  # (1,) int64 and (2,) int32 have payloads of equal length and equal header length.
+  tree = {'a': np.array([5], np.int64), 'b': np.array([1, 2], np.int32),
+          'c': np.array([7], np.int64)}
+  back = serialization.msgpack_restore(serialization.to_bytes(tree))
+  assert same(back, tree)
+
+
+def test_mixed_small_and_large_arrays_restore_writable():
+  tree = {'small': np.arange(3, dtype=np.float32), 'big': np.arange(10_000, dtype=np.float64),
+          'scalar': np.int32(4), 'nested': [{'s': np.ones((2, 2), np.int8)}]}
+  back = serialization.msgpack_restore(serialization.msgpack_serialize(tree))
+  assert same(back, tree)
+  for arr in (back['small'], back['big'], back['nested'][0]['s']):
+    assert arr.flags.writeable and arr.flags.aligned and arr.flags.owndata
+
+
+@pytest.mark.parametrize('doc', [
+  b'\x81\xa1t\xd6\xff\x00\x00\x00\x01',  # timestamp value
+  b'\x81\xd6\xff\x00\x00\x00\x01\x00',  # timestamp key
+  b'\x91\xd7\xff' + bytes(8),  # timestamp in a list
+  b'\xd6\xff\x00\x00\x00\x01',  # timestamp at the root
+])
+def test_timestamps_rejected_like_other_reserved_ext_types(doc):
+  with pytest.raises(errors.MsgpackDecodeError, match='reserved ext type -1'):
+    serialization.msgpack_restore(doc)
+
+
+def test_lowered_max_depth_applies_to_c_decoder(monkeypatch):
+  monkeypatch.setattr(serialization, 'MAX_DEPTH', 3)
+  assert serialization.msgpack_restore(b'\x81\xa1a\x91\x80') == {'a': [{}]}
+  with pytest.raises(errors.MsgpackDecodeError, match='MAX_DEPTH=3'):
+    serialization.msgpack_restore(b'\x81\xa1a\x91\x91\x80')
+
+
+def test_chunked_only_reassembled_through_dicts():
+  chunk_map = {'__msgpack_chunked_array__': True, 'shape': {'0': 2},
+               'chunks': {'0': np.zeros(2, np.float32)}}
+  back = serialization.msgpack_restore(serialization.msgpack_serialize(
+    {'d': {'x': chunk_map}, 'l': [chunk_map]}))
+  assert same(back['d']['x'], np.zeros(2, np.float32))
+  assert same(back['l'][0], chunk_map)
+
+
+@settings(max_examples=400, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_c_decoder_never_accepts_what_the_parser_rejects(data):
+  from tests.test_serialization_fuzz import mutated
+
+  doc = data.draw(mutated())
+  try:
+    fast = serialization._fast_restore(doc)
+  except Exception:  # noqa: BLE001 - the public entry points fall back to the parser
+    return
+  assert same(fast, serialization._restore(serialization._Source(doc)))
