@@ -271,3 +271,24 @@ def test_sharded_training_matches_single_device(config, logical_names, reference
   _check_layout(params, logical_names, cfg.expected, mesh, 'trained params')
   # The AdamW moments live where their parameters do.
   _check_layout(opt_state[0].mu, logical_names, cfg.expected, mesh, 'adam mu')
+
+
+def test_reshaped_logical_kernels_apply_under_an_active_mesh_and_rules():
+  # DenseGeneral (inside attention) draws its kernel flat and reshapes it; the logical
+  # names describe the final shape, so the flat draw must not be constrained with them
+  # (Linen 0.12 raises a rank error here). Fresh initializers for every module, as model
+  # code usually creates them, so apply re-derives the parameter shapes under the mesh.
+  def attention():
+    return nn.MultiHeadDotProductAttention(
+      num_heads=HEADS, use_bias=False,
+      kernel_init=_annotated(_kernel, ('embed', 'heads', 'kv')),
+      out_kernel_init=_annotated(_kernel, ('heads', 'kv', 'embed')),
+    )
+
+  x = jnp.asarray(np.random.RandomState(1).randn(BATCH, 4, EMBED), jnp.float32)
+  params = nn.unbox(attention().init(jax.random.key(0), x))
+  expected = attention().apply(params, x)
+  mesh = _auto_mesh((2, 4), ('data', 'model'))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(CONFIGS['data_and_tensor_parallel'].rules):
+    got = jax.jit(attention().apply)(params, x)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

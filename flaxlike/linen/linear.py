@@ -106,7 +106,9 @@ def _reshaped_init(
   """
   value = init_fn(key, flat_shape, dtype)
   if isinstance(value, meta.AxisMetadata):
-    return value.replace_boxed(jnp.reshape(value.unbox(), shape))
+    # Reshape the bare value: its names describe ``shape``, so ``unbox()`` would constrain
+    # the flat value to a spec of the wrong rank under an active mesh and rules.
+    return value.replace_boxed(jnp.reshape(value.value, shape))
   return jnp.reshape(value, shape)
 
 
