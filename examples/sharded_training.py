@@ -18,7 +18,7 @@ On one machine without accelerators it runs on 8 fake CPU devices (it sets
 
   python examples/sharded_training.py --mesh 2x4 --steps 30
   python examples/sharded_training.py --mesh 8x1            # data parallel only
-  python examples/sharded_training.py --mesh 1x8 --fsdp     # FSDP needs a 'data' axis > 1
+  python examples/sharded_training.py --mesh 8x1 --fsdp     # fully sharded data parallel
 
 On several hosts, start the same command once per process with the coordinator's
 address; ``jax.distributed.initialize`` then makes ``jax.devices()`` list every process's
