@@ -118,8 +118,8 @@ def main(argv=None) -> None:
   replicated = NamedSharding(mesh, PartitionSpec())
   state_shape = jax.eval_shape(create_state, variables['params'])
   # The AdamW moments are laid out like the parameters they track; the counters and the
-  # step are replicated. Creating the state under jit with these out_shardings keeps every
-  # leaf a global array on the mesh (eager optax init would leave the counter on one device).
+  # step are replicated. Creating the state under jit with these out_shardings pins every
+  # leaf to the mesh, so the step's in_shardings can name them all.
   state_shardings = state_shape.replace(
     step=replicated,
     params=shardings['params'],
