@@ -1,9 +1,11 @@
 # make test: set up .venv if needed and run the whole suite (tests, docstrings, docs/).
-# make demo: set up .venv if needed and run the main example end to end.
+# make demo: set up .venv if needed and run the main example end to end (no extras needed).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The tests also smoke-test examples/, which need the 'examples' extra (scikit-learn).
+TEST_STAMP := $(VENV)/.installed-test-stamp
 
 .PHONY: test demo golden bench clean
 
@@ -13,7 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,examples]'
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
