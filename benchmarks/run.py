@@ -83,7 +83,11 @@ def make_transformer(nn: Any, depth: int, d_model: int, heads: int, scanned: boo
   return Transformer()
 
 
-def make_resnet50(nn: Any) -> Any:
+def make_resnet50(
+  nn: Any, num_classes: int = 10, stage_sizes: tuple[int, ...] = (3, 4, 6, 3), width: int = 64
+) -> Any:
+  """ResNet-50 with BatchNorm; smaller ``stage_sizes``/``width`` give a quick stand-in."""
+
   class Bottleneck(nn.Module):
     filters: int
     strides: int = 1
@@ -103,17 +107,15 @@ def make_resnet50(nn: Any) -> Any:
       return nn.relu(residual + y)
 
   class ResNet50(nn.Module):
-    num_classes: int = 10
-
     @nn.compact
     def __call__(self, x):
-      x = nn.Conv(64, (7, 7), (2, 2), use_bias=False)(x)
+      x = nn.Conv(width, (7, 7), (2, 2), use_bias=False)(x)
       x = nn.relu(nn.BatchNorm(use_running_average=False)(x))
       x = nn.max_pool(x, (3, 3), (2, 2), padding='SAME')
-      for stage, blocks in enumerate((3, 4, 6, 3)):
+      for stage, blocks in enumerate(stage_sizes):
         for b in range(blocks):
-          x = Bottleneck(64 * 2**stage, strides=2 if stage > 0 and b == 0 else 1)(x)
-      return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+          x = Bottleneck(width * 2**stage, strides=2 if stage > 0 and b == 0 else 1)(x)
+      return nn.Dense(num_classes)(jnp.mean(x, axis=(1, 2)))
 
   return ResNet50()
 
