@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import make_resnet50
+from run import default_namespaces, make_resnet50
 
 # Dense (no sparsity) bf16 peak FLOP/s per chip, matched as a substring of device_kind,
 # first match wins (so the more specific names come first).
@@ -209,14 +209,7 @@ def main() -> None:
   args.image_size = 32 if tiny else 224
   if tiny:
     args.repeats = min(args.repeats, 2)
-  namespaces = args.nn
-  if namespaces is None:
-    namespaces = ['flaxlike']
-    try:
-      importlib.import_module('flax.linen')
-      namespaces.append('flax.linen')
-    except ImportError:
-      pass
+  namespaces = args.nn or default_namespaces()
   modules = {n: importlib.import_module(n) for n in namespaces}
   device = jax.devices()[0]
   peak = peak_flops(device)

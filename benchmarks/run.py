@@ -483,6 +483,15 @@ def scan_compile_table(modules: dict[str, Any], depths: tuple[int, ...], repeats
     print(f'{label:28s} {name:12s} ' + ' '.join(f'{t * 1e3:8.0f}ms' for t in meds))
 
 
+def default_namespaces() -> list[str]:
+  """flaxlike, and flax.linen when it is importable."""
+  try:
+    importlib.import_module('flax.linen')
+  except ImportError:
+    return ['flaxlike']
+  return ['flaxlike', 'flax.linen']
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--nn', nargs='+', default=None, help='namespaces to compare')
@@ -494,14 +503,7 @@ def main() -> None:
   args = parser.parse_args()
   repeats = args.repeats or (3 if args.quick else 5)
   depths = args.scan_depths if args.scan_depths is not None else ([2, 8] if args.quick else [2, 4, 8, 16])
-  namespaces = args.nn
-  if namespaces is None:
-    namespaces = ['flaxlike']
-    try:
-      importlib.import_module('flax.linen')
-      namespaces.append('flax.linen')
-    except ImportError:
-      pass
+  namespaces = args.nn or default_namespaces()
   print(f'jax {jax.__version__}, backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
         f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}, {repeats} repetitions'
         + (' (quick)' if args.quick else ''))
