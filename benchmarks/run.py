@@ -170,8 +170,10 @@ def raw_mlp_init(key: Any, x: Any, depth: int, width: int) -> Any:
 
 
 def _layer_norm(p: Any, x: Any) -> Any:
+  # One pass over x for both moments, as Linen computes them (a second pass over x - mean
+  # makes XLA:CPU compile the gradient several times slower).
   mean = x.mean(-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
+  var = jnp.maximum(jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(mean), 0.0)
   return (x - mean) * jax.lax.rsqrt(var + 1e-6) * p['scale'] + p['bias']
 
 
@@ -198,10 +200,14 @@ def raw_block_init(key: Any, d: int, heads: int) -> Any:
 def raw_block(p: Any, x: Any) -> Any:
   h = _layer_norm(p['LayerNorm_0'], x)
   attn = p['MultiHeadDotProductAttention_0']
-  q, k, v = (jnp.einsum('btd,dhk->bthk', h, attn[n]['kernel']) + attn[n]['bias'] for n in ('query', 'key', 'value'))
+  # Projections as plain dot_generals, as Linen's DenseGeneral does: jnp.einsum stages a
+  # nested jit per call, which makes XLA:CPU compile the step several times slower.
+  q, k, v = (jax.lax.dot_general(h, attn[n]['kernel'], (((2,), (0,)), ((), ()))) + attn[n]['bias']
+             for n in ('query', 'key', 'value'))
   w = jax.nn.softmax(jnp.einsum('bqhk,bthk->bhqt', q / np.sqrt(q.shape[-1]).astype(q.dtype), k), axis=-1)
   o = jnp.einsum('bhqt,bthk->bqhk', w, v)
-  x = x + jnp.einsum('bqhk,hkd->bqd', o, attn['out']['kernel']) + attn['out']['bias']
+  out = jax.lax.dot_general(o, attn['out']['kernel'], (((2, 3), (0, 1)), ((), ())))
+  x = x + out + attn['out']['bias']
   h = _layer_norm(p['LayerNorm_1'], x)
   h = jax.nn.gelu(h @ p['Dense_0']['kernel'] + p['Dense_0']['bias'])
   return x + h @ p['Dense_1']['kernel'] + p['Dense_1']['bias']
