@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 Dtype = Any
@@ -52,4 +53,10 @@ def promote_dtype(*args: Any, dtype: Dtype | None = None, inexact: bool = True) 
   (dtype('float32'), None)
   """
   target = canonicalize_dtype(*args, dtype=dtype, inexact=inexact)
-  return [None if x is None else jnp.asarray(x, target) for x in args]
+  # Arrays already of the target dtype (and strongly typed, which asarray would make them)
+  # pass through: asarray stages a conversion per argument, a large part of trace time.
+  return [
+    x if x is None or (isinstance(x, jax.Array) and x.dtype == target and not x.weak_type)
+    else jnp.asarray(x, target)
+    for x in args
+  ]
