@@ -256,9 +256,11 @@ class CharTransformer(nn.Module):
 
   >>> config = ModelConfig(vocab_size=11, max_len=8, d_model=16, num_layers=2,
   ...                      num_heads=2, mlp_dim=32)
-  >>> tokens = jnp.zeros((1, 8), jnp.int32)
-  >>> params = CharTransformer(config).init(jax.random.key(0), tokens)['params']
-  >>> CharTransformer(config).apply({'params': params}, tokens).shape
+  >>> model, tokens = CharTransformer(config), jnp.zeros((1, 8), jnp.int32)
+  >>> variables = jax.eval_shape(model.init, jax.random.key(0), tokens)  # shapes only
+  >>> variables['params']['block_1']['mlp_in']['kernel'].shape
+  (16, 32)
+  >>> jax.eval_shape(model.apply, variables, tokens).shape
   (1, 8, 11)
   """
 
@@ -528,9 +530,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   add = parser.add_argument
   add('--workdir', default=os.path.join(REPO_ROOT, '.demo_run'),
       help='checkpoints and the loss plot go here; a rerun resumes from it')
-  add('--steps', type=int, default=300, help='total training steps (a resumed run continues)')
-  add('--batch-size', type=int, default=32)
-  add('--seq-len', type=int, default=128, help='characters of context per example')
+  add('--steps', type=int, default=400, help='total training steps (a resumed run continues)')
+  add('--batch-size', type=int, default=64)
+  add('--seq-len', type=int, default=64, help='characters of context per example')
   add('--d-model', type=int, default=128)
   add('--layers', type=int, default=3)
   add('--heads', type=int, default=4)
@@ -538,7 +540,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   add('--dropout', type=float, default=0.0)
   add('--scan', action=argparse.BooleanOptionalAction, default=False,
       help='stack the blocks with nn.scan (one compiled block, params with a layer axis)')
-  add('--learning-rate', type=float, default=2e-3)
+  add('--learning-rate', type=float, default=3e-3)
   add('--warmup-steps', type=int, default=30)
   add('--weight-decay', type=float, default=0.1)
   add('--clip-norm', type=float, default=1.0)
@@ -591,9 +593,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   model = CharTransformer(config)
   sample_input = jnp.zeros((1, args.seq_len), jnp.int32)
   print(nn.tabulate(model, jax.random.key(0), depth=1)(sample_input))
-  params = jax.jit(model.init, compiler_options=compiler_options(args.fast_compile))(jax.random.key(args.seed), sample_input)['params']
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=make_optimizer(args))
+  init = jax.jit(model.init, compiler_options=compiler_options(args.fast_compile))
+  state = train_state.TrainState.create(
+    apply_fn=model.apply, params=init(jax.random.key(args.seed), sample_input)['params'],
+    tx=make_optimizer(args),
+  )
   history: dict[str, list[float]] = {'train_step': [], 'train_loss': [], 'val_step': [],
                                      'val_loss': []}
   resumed_step = 0
@@ -604,12 +608,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f'Resumed from the checkpoint at step {resumed_step} in {args.workdir}')
 
   train_step, eval_loss = make_steps(model, args.fast_compile)
-  dropout_key = jax.random.key(args.seed + 1)
   plot_path = os.path.join(args.workdir, 'loss.png')
+
+  def validate(step: int) -> float:
+    loss = evaluate(eval_loss, state.params, windows, args.batch_size)
+    history['val_step'].append(step)
+    history['val_loss'].append(loss)
+    return loss
+
+  def save(step: int) -> None:
+    target = _checkpoint_target(state, vocab, config, history)
+    checkpoints.save_checkpoint(args.workdir, target, step, keep=2)
+    plot_losses(plot_path, history)
+
+  dropout_key = jax.random.key(args.seed + 1)
   step = resumed_step
-  last_saved = resumed_step if raw is not None else None
   pending: list[jax.Array] = []  # losses not yet fetched (fetching waits for the device)
-  train_loss = float('nan')
   clock = Throughput(args.batch_size * args.seq_len)
   # On a terminal the bar redraws itself in place; in a log every update is its own line.
   bar_end = '' if sys.stdout.isatty() else '\n'
@@ -622,40 +636,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pending.append(loss)
     step += 1
     if step % args.log_every == 0 or step == args.steps:
-      train_loss = float(np.mean(jax.device_get(pending)))
-      pending = []
       history['train_step'].append(step)
-      history['train_loss'].append(train_loss)
-      bar = progress_bar(step, args.steps, train_loss, clock.rate())
+      history['train_loss'].append(float(np.mean(jax.device_get(pending))))
+      pending = []
+      bar = progress_bar(step, args.steps, history['train_loss'][-1], clock.rate())
       print('\r' + bar.ljust(_LINE), end=bar_end, flush=True)
     if step % args.eval_every == 0 or step == args.steps:
       clock.pause(state)
-      val_loss = evaluate(eval_loss, state.params, windows, args.batch_size)
-      history['val_step'].append(step)
-      history['val_loss'].append(val_loss)
+      val_loss = validate(step)
       print(f'\rstep {step}: validation loss {val_loss:.3f} nats/char '
             f'({val_loss / math.log(2):.3f} bits/char; unigram {unigram:.3f})'.ljust(_LINE))
     if step % args.ckpt_every == 0 or step == args.steps:
       clock.pause(state)
-      checkpoints.save_checkpoint(args.workdir, _checkpoint_target(state, vocab, config, history),
-                                  step, keep=2)
-      last_saved = step
-      plot_losses(plot_path, history)
+      save(step)
   clock.pause(state)
   if clock.steps:
     print(f'Trained {clock.steps} steps (not counting compilation) in {clock.seconds:.1f}s: '
           f'{clock.rate():,.0f} characters/s')
 
-  if last_saved is None:  # nothing to train and no checkpoint yet (--steps 0)
-    checkpoints.save_checkpoint(args.workdir, _checkpoint_target(state, vocab, config, history),
-                                step, keep=2)
-  val_loss = evaluate(eval_loss, state.params, windows, args.batch_size)
-  if not history['val_step'] or history['val_step'][-1] != step:
-    history['val_step'].append(step)
-    history['val_loss'].append(val_loss)
-  plot_losses(plot_path, history)
-  if math.isnan(train_loss) and history['train_loss']:
-    train_loss = history['train_loss'][-1]
+  if history['val_step'][-1:] == [step]:
+    val_loss = history['val_loss'][-1]
+  else:  # nothing was trained in this run
+    val_loss = validate(step)
+    if raw is None:
+      save(step)
+    else:
+      plot_losses(plot_path, history)
+  train_loss = history['train_loss'][-1] if history['train_loss'] else float('nan')
   print(f'Final validation loss {val_loss:.3f} nats/char = {val_loss / math.log(2):.3f} '
         f'bits/char; the unigram baseline is {unigram:.3f} nats/char = '
         f'{unigram / math.log(2):.3f} bits/char. Loss plot: {plot_path}')

@@ -10,7 +10,8 @@ Example:
 >>> import os, tempfile
 >>> path = os.path.join(tempfile.mkdtemp(), 'loss.png')
 >>> _ = line_plot(path, {'train': ([0, 1, 2], [3.0, 2.0, 1.5])}, title='loss')
->>> open(path, 'rb').read(8) == PNG_SIGNATURE
+>>> with open(path, 'rb') as f:
+...   f.read(8) == PNG_SIGNATURE
 True
 """
 

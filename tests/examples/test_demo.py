@@ -221,3 +221,12 @@ def test_main_trains_plots_samples_and_resumes(tmp_path, capsys):
 
   with pytest.raises(SystemExit, match='different model .*d_model: saved 16, requested 32'):
     demo.main(TINY[:5] + ['32'] + TINY[6:] + ['--workdir', workdir, '--steps', '8'])
+
+
+@pytest.mark.parametrize('module', [demo, png_plot], ids=['demo', 'png_plot'])
+def test_docstring_examples(module):
+  # examples/ is outside the doctest paths of the suite, so run its examples here.
+  import doctest
+
+  result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0
