@@ -14,7 +14,9 @@ resumes from the last checkpoint (ask for more ``--steps`` to train further). Fi
 samples Python text from a prompt with the attention decoding cache: the prompt is
 prefilled in one call, then characters are generated one at a time.
 
-The defaults train for about 100 seconds on a 2-core CPU. A GPU-sized run::
+The defaults train for about 90 seconds on a 2-core CPU (about 100 s in all) and reach a
+validation loss near 1.7 nats (2.5 bits) per character against 3.2 for the unigram
+baseline. A GPU-sized run::
 
   python examples/demo.py --workdir /tmp/demo_gpu --steps 5000 --batch-size 64 \\
       --seq-len 256 --d-model 512 --layers 8 --heads 8 --max-chars 12000000 \\
