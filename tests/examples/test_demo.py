@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), 'examples')
-sys.path.insert(0, EXAMPLES)
+from tests.examples._load import EXAMPLES_DIR, load_example
 
-import demo
+# demo.py imports its sibling png_plot by name, as it does when run as a script.
+sys.path.insert(0, str(EXAMPLES_DIR))
+demo = load_example('demo')
 import png_plot
 
 
