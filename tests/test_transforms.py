@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -313,6 +314,65 @@ def test_scan_traces_the_body_like_linen():
   nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False},
           check_constancy_invariants=False)().apply(variables, 0.0, jnp.ones((4, 1, 2)))
   assert len(traces) == 1
+
+
+def _primitives_outside_scan(fn, *args):
+  """Primitive names of the jaxpr of ``fn``, nested ones included, except inside scans."""
+  names = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      names.append(eqn.primitive.name)
+      if eqn.primitive.name == 'scan':
+        continue
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return names
+
+
+@pytest.mark.parametrize('remat', [False, True])
+def test_scan_constancy_pass_leaves_no_dead_code_in_the_jaxpr(remat):
+  # The extra trace before the loop is still made (RNG counters, errors), but when nothing
+  # broadcast comes out of it, its matmuls must not sit beside the scan as dead code.
+  class PlainScan(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      stack = nn.scan(Block, variable_axes={'params': 0}, split_rngs={'params': True},
+                      length=3, in_axes=nn.broadcast)
+      return stack()(x, None)[0]
+
+  model = ScannedModel() if remat else PlainScan()
+  x = jnp.ones((2, D))
+  variables = model.init(jax.random.key(0), x)
+  for fn, args in ((lambda v, x: model.apply(v, x), (variables, x)),
+                   (lambda k, x: model.init(k, x), (jax.random.key(0), x))):
+    top = _primitives_outside_scan(fn, *args)
+    assert 'scan' in top
+    # Only the scan itself and (in ScannedModel) the head Dense outside it.
+    assert top.count('dot_general') == (1 if remat else 0), top
+
+
+def test_scan_with_broadcast_params_still_computes_them_before_the_loop():
+  class Cell(nn.Module):
+    @nn.compact
+    def __call__(self, c, x):
+      w = self.param('w', nn.initializers.normal(1.0), (2, 1))
+      return c + (x @ w).sum(), 2.0 * w.sum()
+
+  model = nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False},
+                  out_axes=nn.broadcast)()
+  xs = jnp.arange(8.0).reshape(4, 1, 2)
+  variables = model.init(jax.random.key(0), 0.0, xs)
+  w = np.asarray(variables['params']['w'], np.float64)
+  assert w.shape == (2, 1)
+  c, w_sum = model.apply(variables, 0.0, xs)
+  expected = sum(float((np.asarray(x, np.float64) @ w).sum()) for x in xs)
+  np.testing.assert_allclose(c, expected, rtol=1e-5)
+  # A broadcast output is computed once, outside the loop, and is not stacked.
+  assert jnp.shape(w_sum) == ()
+  np.testing.assert_allclose(w_sum, 2.0 * w.sum(), rtol=1e-6)
 
 
 def test_methods_argument_transforms_other_methods():

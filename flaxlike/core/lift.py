@@ -230,6 +230,8 @@ def pack(
       created.extend(inner)
       return rebuild(inner)
 
+    # What each inner scope may write, for transforms that skip work nobody can observe.
+    scope_fn.mutable_filters = tuple(inner_mutables)  # type: ignore[attr-defined]
     # What a cached trace (jit) depends on besides the argument shapes.
     scope_fn.cache_key = tuple(  # type: ignore[attr-defined]
       (s.path, tuple(tuple(sorted(sfx.items())) for sfx in [suffixes[j]]),
@@ -470,7 +472,9 @@ def scan(
   the loop, under a size-1 ``vmap`` whose broadcast outputs must stay unbatched: that
   computes the broadcast variables and ``broadcast`` outputs, checks that they do not
   depend on the carry or the scanned inputs, and advances the RNG counters exactly as
-  Linen's extra trace does, so initial values match Linen's.
+  Linen's extra trace does, so initial values match Linen's. When there is nothing
+  broadcast to compute (no writable broadcast collection, no ``broadcast`` output) that
+  pass is traced abstractly, so it adds no equations to the caller's jaxpr.
 
   Example:
 
@@ -528,7 +532,21 @@ def scan(
     bc = (bc_vars, bc_rngs)
     carry = (carry_vars, init)
     xs = (scan_vars, scan_rngs, xs_args)
-    if check_constancy_invariants:
+    has_broadcast_ys = broadcast in jax.tree_util.tree_leaves(out_axes, is_leaf=_is_axis_leaf)
+    broadcast_may_change = any(
+      intersect_filters(variable_broadcast, m) is not False for m in scope_fn.mutable_filters
+    )
+    if check_constancy_invariants and not (has_broadcast_ys or broadcast_may_change):
+      # Nothing the extra pass computes is used, but tracing it still has to happen: it
+      # advances the RNG counters as Linen's extra trace does and raises the same errors.
+      # Traced abstractly, its operations stay out of the caller's jaxpr instead of
+      # lingering there as dead code (twice the equations, more trace and compile time).
+      step_specs = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), xs
+      )
+      jax.eval_shape(lambda c, x: body(bc, c, x), carry, step_specs)
+      bc_ys = None
+    elif check_constancy_invariants:
       first = jax.tree_util.tree_map(lambda x: x[:1], xs)
       carry1 = jax.tree_util.tree_map(lambda x: jnp.expand_dims(jnp.asarray(x), 0), carry)
       probe_ys_axes = jax.tree_util.tree_map(
