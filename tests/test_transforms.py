@@ -354,6 +354,30 @@ def test_scan_constancy_pass_leaves_no_dead_code_in_the_jaxpr(remat):
     assert top.count('dot_general') == (1 if remat else 0), top
 
 
+def test_scan_constancy_pass_is_skipped_only_when_no_rng_stream_reaches_the_body():
+  traces = []
+
+  class Cell(nn.Module):
+    @nn.compact
+    def __call__(self, c, x):
+      traces.append(1)
+      return c + nn.Dense(1)(x).sum(), None
+
+  model = nn.scan(Cell, variable_axes={'params': 0},
+                  split_rngs={'params': True, 'dropout': True}, length=4)()
+  xs = jnp.ones((4, 1, 2))
+  variables = model.init(jax.random.key(0), 0.0, xs)
+  assert len(traces) == 2
+  traces.clear()
+  no_rngs, _ = model.apply(variables, 0.0, xs)
+  assert len(traces) == 1  # nothing the extra pass could change
+  traces.clear()
+  # A stream in reach: the extra pass advances its counters, as in Linen, so it runs.
+  with_rngs, _ = model.apply(variables, 0.0, xs, rngs={'dropout': jax.random.key(1)})
+  assert len(traces) == 2
+  np.testing.assert_allclose(no_rngs, with_rngs)
+
+
 def test_scan_with_broadcast_params_still_computes_them_before_the_loop():
   class Cell(nn.Module):
     @nn.compact

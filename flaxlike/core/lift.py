@@ -474,7 +474,8 @@ def scan(
   depend on the carry or the scanned inputs, and advances the RNG counters exactly as
   Linen's extra trace does, so initial values match Linen's. When there is nothing
   broadcast to compute (no writable broadcast collection, no ``broadcast`` output) that
-  pass is traced abstractly, so it adds no equations to the caller's jaxpr.
+  pass is traced abstractly, so it adds no equations to the caller's jaxpr, or, when no
+  RNG stream reaches the body either (e.g. inference), not at all.
 
   Example:
 
@@ -536,15 +537,17 @@ def scan(
     broadcast_may_change = any(
       intersect_filters(variable_broadcast, m) is not False for m in scope_fn.mutable_filters
     )
+    probe_has_effects = any(streams for group in rng_groups for streams in group)
     if check_constancy_invariants and not (has_broadcast_ys or broadcast_may_change):
-      # Nothing the extra pass computes is used, but tracing it still has to happen: it
-      # advances the RNG counters as Linen's extra trace does and raises the same errors.
-      # Traced abstractly, its operations stay out of the caller's jaxpr instead of
-      # lingering there as dead code (twice the equations, more trace and compile time).
-      step_specs = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), xs
-      )
-      jax.eval_shape(lambda c, x: body(bc, c, x), carry, step_specs)
+      # Nothing the extra pass computes is used. Its one lasting effect is advancing the
+      # RNG counters as Linen's extra trace does (so random values match Linen's); with
+      # no RNG stream in reach it is skipped, and otherwise traced abstractly, so its
+      # operations stay out of the caller's jaxpr instead of lingering there as dead code.
+      if probe_has_effects:
+        step_specs = jax.tree_util.tree_map(
+          lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), xs
+        )
+        jax.eval_shape(lambda c, x: body(bc, c, x), carry, step_specs)
       bc_ys = None
     elif check_constancy_invariants:
       first = jax.tree_util.tree_map(lambda x: x[:1], xs)
