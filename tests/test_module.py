@@ -482,3 +482,14 @@ def test_unnamed_module_passed_into_setup_module_moves_under_it():
   assert jax.tree_util.tree_map(jnp.shape, variables) == {
     'params': {'body': {'inner': {'bias': (2,), 'kernel': (3, 2)}}}
   }
+
+
+def test_layer_submodules_star_export_what_the_namespace_has():
+  # `from flaxlike.linen.recurrent import *` must give what a Linen user imports from there.
+  from flaxlike.linen import recurrent
+
+  for name in ('RNN', 'Bidirectional', 'RNNBase', 'LSTMCell', 'OptimizedLSTMCell'):
+    assert name in recurrent.__all__
+    assert getattr(nn, name) is getattr(recurrent, name)
+  assert 'flip_sequences' in recurrent.__all__
+  assert nn.zeros is nn.initializers.zeros and nn.ones is nn.initializers.ones

@@ -57,7 +57,9 @@ from flaxlike.linen.batch_apply import BatchApply as BatchApply
 from flaxlike.linen.combinators import Sequential as Sequential
 from flaxlike.linen.dtypes import canonicalize_dtype as canonicalize_dtype
 from flaxlike.linen.dtypes import promote_dtype as promote_dtype
+from flaxlike.linen.initializers import ones as ones
 from flaxlike.linen.initializers import ones_init as ones_init
+from flaxlike.linen.initializers import zeros as zeros
 from flaxlike.linen.initializers import zeros_init as zeros_init
 from flaxlike.linen.linear import Conv as Conv
 from flaxlike.linen.linear import ConvLocal as ConvLocal

@@ -564,6 +564,6 @@ class ConvLSTMCell(RNNCellBase):
 
 __all__ = [
   'RNNCellBase', 'LSTMCell', 'OptimizedLSTMCell', 'GRUCell', 'MGUCell', 'SimpleCell',
-  'ConvLSTMCell', 'DenseParams',
+  'ConvLSTMCell', 'DenseParams', 'RNN', 'Bidirectional', 'RNNBase', 'flip_sequences',
 ]
 from flaxlike.linen._rnn import RNN as RNN, Bidirectional as Bidirectional, RNNBase as RNNBase, flip_sequences as flip_sequences  # noqa: E402,F401
