@@ -131,14 +131,18 @@ class ScopeCollectionNotFound(FlaxlikeError):
   """A variable is read from a collection that was not passed to ``apply`` at all.
 
   Fix: pass the collection (e.g. ``{'params': ..., 'batch_stats': ...}``), or make it
-  mutable (``mutable=['batch_stats']``) so it can be created.
+  mutable (``mutable=['batch_stats']``) so it can be created. Inside a lifted transform
+  (``nn.vmap``, ``nn.scan``, ...) only the collections its ``variable_axes``,
+  ``variable_broadcast`` or ``variable_carry`` name are visible: list the collection there.
   """
 
   def __init__(self, col_name: str, var_name: str, scope_path: Any):
     super().__init__(
       f'Tried to access "{var_name}" from collection "{col_name}" in '
       f'"{_path_text(scope_path)}" but the collection is empty. Pass the "{col_name}" '
-      f'collection to apply, or make it mutable with mutable=["{col_name}"].'
+      f'collection to apply, or make it mutable with mutable=["{col_name}"]. Inside a '
+      f'lifted transform (nn.vmap, nn.scan, ...), also list "{col_name}" in its '
+      'variable_axes (or variable_broadcast / variable_carry), or it is not visible there.'
     )
 
 

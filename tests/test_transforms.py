@@ -467,3 +467,15 @@ def test_fold_rngs_and_named_call_and_metadata_axis():
   hlo = jax.jit(lambda x: Named().init_with_output(jax.random.key(0), x)[0]).lower(
     jnp.ones((1, 3))).as_text(debug_info=True)
   assert 'Named.__call__' in hlo
+
+
+def test_collection_hidden_by_a_transform_error_says_to_list_it():
+  class M(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      stack = nn.vmap(nn.BatchNorm, variable_axes={'params': 0}, split_rngs={'params': True})
+      return stack(use_running_average=True)(x)
+
+  with pytest.raises(errors.ScopeCollectionNotFound,
+                     match=r'"batch_stats".*list "batch_stats" in its variable_axes'):
+    M().init(jax.random.key(0), jnp.ones((2, 3, 4)))
