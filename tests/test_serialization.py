@@ -455,6 +455,31 @@ def test_mixed_small_and_large_arrays_restore_writable():
     assert arr.flags.writeable and arr.flags.aligned and arr.flags.owndata
 
 
+@pytest.mark.parametrize('min_bytes', [0, 1 << 62])
+def test_big_arrays_copied_in_parallel_or_not_restore_the_same(monkeypatch, min_bytes):
+  monkeypatch.setattr(serialization, '_PARALLEL_COPY_MIN_BYTES', min_bytes)
+  rng = np.random.default_rng(0)
+  sizes = [5_000, 70_000, 4_097, 123_457, 9_000, 6_001, 50_000]
+  tree = {f'a{i}': rng.standard_normal(n).astype(np.float32 if i % 2 else np.float64)
+          for i, n in enumerate(sizes)}
+  tree['tiny'] = np.arange(3, dtype=np.int16)
+  encoded = serialization.to_bytes(tree)
+  back = serialization.msgpack_restore(encoded)
+  assert list(back) == list(tree)
+  for name, arr in tree.items():
+    np.testing.assert_array_equal(back[name], arr)
+    assert back[name].dtype == arr.dtype
+    assert back[name].flags.writeable and back[name].flags.owndata
+  # The copies come from a buffer the caller may reuse: the arrays must not alias it.
+  mutable = bytearray(encoded)
+  back = serialization.msgpack_restore(mutable)
+  mutable[:] = bytes(len(mutable))
+  np.testing.assert_array_equal(back['a3'], tree['a3'])
+  # A document cut short after its big arrays is refused, not half restored.
+  with pytest.raises(errors.MsgpackDecodeError, match='truncated'):
+    serialization.msgpack_restore(encoded[:-1])
+
+
 @pytest.mark.parametrize('doc', [
   b'\x81\xa1t\xd6\xff\x00\x00\x00\x01',  # timestamp value
   b'\x81\xd6\xff\x00\x00\x00\x01\x00',  # timestamp key
