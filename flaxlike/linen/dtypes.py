@@ -41,6 +41,15 @@ def canonicalize_dtype(*args: Any, dtype: Dtype | None = None, inexact: bool = T
   return jnp.dtype(dtype)
 
 
+def _as_dtype(x: Any, dtype: Dtype) -> Any:
+  """``jnp.asarray(x, dtype)``, except that a jax array already of ``dtype`` (and not
+  weakly typed, which asarray would change) is returned as is, skipping asarray's checks:
+  they are a noticeable part of the layers' trace time."""
+  if isinstance(x, jax.Array) and x.dtype == dtype and not x.weak_type:
+    return x
+  return jnp.asarray(x, dtype)
+
+
 def promote_dtype(*args: Any, dtype: Dtype | None = None, inexact: bool = True) -> list[Any]:
   """Casts every argument to ``canonicalize_dtype(*args, dtype=dtype)``; keeps Nones.
 
@@ -53,10 +62,4 @@ def promote_dtype(*args: Any, dtype: Dtype | None = None, inexact: bool = True) 
   (dtype('float32'), None)
   """
   target = canonicalize_dtype(*args, dtype=dtype, inexact=inexact)
-  # Arrays already of the target dtype (and strongly typed, which asarray would make them)
-  # pass through: asarray stages a conversion per argument, a large part of trace time.
-  return [
-    x if x is None or (isinstance(x, jax.Array) and x.dtype == target and not x.weak_type)
-    else jnp.asarray(x, target)
-    for x in args
-  ]
+  return [None if x is None else _as_dtype(x, target) for x in args]

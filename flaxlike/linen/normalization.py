@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from flaxlike.core.scope import Scope
@@ -38,6 +39,21 @@ def _abs_sq(x: Array) -> Array:
   return lax.square(x)
 
 
+def _staged(*static_argnames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  """``jax.jit(inline=True)`` with these static arguments, for the layers' pure math.
+
+  Inlined, so a jaxpr holds the same equations as calling the function directly; but
+  JAX caches the trace per input shapes and static arguments, so the second LayerNorm of
+  a given shape costs a cache hit instead of re-tracing every operation (several times
+  cheaper, and most layers of a model repeat their shapes).
+  """
+  return lambda fn: jax.jit(fn, inline=True, static_argnames=static_argnames)
+
+
+def _array(x: Array) -> Array:
+  return x if isinstance(x, (jax.Array, np.ndarray)) else jnp.asarray(x)
+
+
 def _compute_stats(
   x: Array, axes: Axes, dtype: Dtype | None, axis_name: str | None = None,
   axis_index_groups: Any = None, use_mean: bool = True, use_fast_variance: bool = True,
@@ -49,12 +65,29 @@ def _compute_stats(
   ``pmean`` for both moments); otherwise ``E[(x - E[x])^2]``. ``use_mean=False`` gives
   a zero mean and ``E[x^2]`` (RMSNorm).
   """
+  x = _array(x)
+  if axis_index_groups is not None:
+    axis_index_groups = tuple(tuple(group) for group in axis_index_groups)
+  return _compute_stats_staged(
+    x, None if mask is None else _array(mask), axes=_canonicalize_axes(x.ndim, axes),
+    dtype=dtype, axis_name=axis_name, axis_index_groups=axis_index_groups,
+    use_mean=use_mean, use_fast_variance=use_fast_variance,
+    force_float32_reductions=force_float32_reductions,
+  )
+
+
+@_staged('axes', 'dtype', 'axis_name', 'axis_index_groups', 'use_mean', 'use_fast_variance',
+         'force_float32_reductions')
+def _compute_stats_staged(
+  x: Array, mask: Array | None, *, axes: tuple[int, ...], dtype: Dtype | None,
+  axis_name: Any, axis_index_groups: Any, use_mean: bool, use_fast_variance: bool,
+  force_float32_reductions: bool,
+) -> tuple[Array, Array]:
   if dtype is None:
     dtype = jnp.result_type(x)
   if force_float32_reductions:
     dtype = jnp.promote_types(dtype, jnp.float32)
-  x = jnp.asarray(x, dtype)
-  axes = _canonicalize_axes(x.ndim, axes)
+  x = dtypes._as_dtype(x, dtype)
   if mask is not None:
     mask = jnp.asarray(mask, bool)
 
@@ -85,33 +118,49 @@ def _normalize(
   bias_init: Initializer, scale_init: Initializer, force_float32_reductions: bool = True,
 ) -> Array:
   """``(x - mean) * rsqrt(var + eps) * scale + bias``, declaring ``scale``/``bias``."""
+  x = _array(x)
   reduction_axes = _canonicalize_axes(x.ndim, reduction_axes)
   feature_axes = _canonicalize_axes(x.ndim, feature_axes)
+  param_shape = tuple(x.shape[ax] for ax in feature_axes)
+  scale = mdl.param('scale', scale_init, param_shape, param_dtype) if use_scale else None
+  bias = mdl.param('bias', bias_init, param_shape, param_dtype) if use_bias else None
+  return _scale_and_shift(
+    x, mean, var, scale, bias, reduction_axes=reduction_axes, feature_axes=feature_axes,
+    dtype=dtype, param_dtype=param_dtype, epsilon=epsilon,
+    force_float32_reductions=force_float32_reductions,
+  )
+
+
+@_staged('reduction_axes', 'feature_axes', 'dtype', 'param_dtype', 'epsilon',
+         'force_float32_reductions')
+def _scale_and_shift(
+  x: Array, mean: Array, var: Array, scale: Array | None, bias: Array | None, *,
+  reduction_axes: tuple[int, ...], feature_axes: tuple[int, ...], dtype: Dtype | None,
+  param_dtype: Dtype, epsilon: float, force_float32_reductions: bool,
+) -> Array:
   feature_shape = [1] * x.ndim
-  param_shape = []
   for ax in feature_axes:
     feature_shape[ax] = x.shape[ax]
-    param_shape.append(x.shape[ax])
-  param_shape = tuple(param_shape)
-  mean = jnp.expand_dims(mean, reduction_axes)
-  var = jnp.expand_dims(var, reduction_axes)
+  feature_shape = tuple(feature_shape)
+  mean = lax.expand_dims(mean, reduction_axes)
+  var = lax.expand_dims(var, reduction_axes)
   y = x - mean
   mul = lax.rsqrt(var + epsilon)
   args = [x]
-  if use_scale:
-    scale = mdl.param('scale', scale_init, param_shape, param_dtype).reshape(feature_shape)
+  if scale is not None:
+    scale = jnp.reshape(scale, feature_shape)
     if not force_float32_reductions:
       scale = jnp.asarray(scale, param_dtype)
     mul = mul * scale
     args.append(scale)
   y = y * mul
-  if use_bias:
-    bias = mdl.param('bias', bias_init, param_shape, param_dtype).reshape(feature_shape)
+  if bias is not None:
+    bias = jnp.reshape(bias, feature_shape)
     if not force_float32_reductions:
       bias = jnp.asarray(bias, param_dtype)
     y = y + bias
     args.append(bias)
-  return jnp.asarray(y, dtypes.canonicalize_dtype(*args, dtype=dtype))
+  return dtypes._as_dtype(y, dtypes.canonicalize_dtype(*args, dtype=dtype))
 
 
 def _l2_normalize(x: Array, axis: Axes = None, eps: float = 1e-12) -> Array:
