@@ -12,6 +12,7 @@ from jax import lax
 
 from flaxlike.core import meta
 from flaxlike.linen import initializers
+from flaxlike.linen._staging import hashable, staged
 from flaxlike.linen.dtypes import promote_dtype
 from flaxlike.linen.module import Module, compact, merge_param, nowrap
 
@@ -66,18 +67,10 @@ class Dense(Module):
     )
     bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-    if self.dot_general_cls is not None:
-      dot_general = self.dot_general_cls()
-    elif self.dot_general is not None:
-      dot_general = self.dot_general
-    else:
-      dot_general = lax.dot_general
-    y = dot_general(
-      inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), precision=self.precision
+    return _contract(
+      self, inputs, kernel, bias, (((inputs.ndim - 1,), (0,)), ((), ())),
+      (1,) * (inputs.ndim - 1) + (-1,),
     )
-    if bias is not None:
-      y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
-    return y
 
 
 #################################################
@@ -125,6 +118,36 @@ def _pick_dot_general(module: Any) -> Callable[..., Any]:
   if module.dot_general is not None:
     return module.dot_general
   return lax.dot_general
+
+
+def _contract(
+  module: Any, inputs: Array, kernel: Array, bias: Array | None, dimension_numbers: Any,
+  bias_shape: tuple[int, ...],
+) -> Array:
+  """``dot_general(inputs, kernel) + bias.reshape(bias_shape)`` with the module's
+  ``dot_general``. With the default one (``lax.dot_general``) the math is staged, so
+  JAX traces it once per shape; a user's ``dot_general`` or ``dot_general_cls`` (which
+  may hold state of its own) runs as written."""
+  if module.dot_general_cls is None and module.dot_general is None:
+    return _contract_staged(
+      inputs, kernel, bias, dimension_numbers=dimension_numbers,
+      precision=hashable(module.precision), bias_shape=bias_shape,
+    )
+  y = _pick_dot_general(module)(inputs, kernel, dimension_numbers, precision=module.precision)
+  if bias is not None:
+    y += jnp.reshape(bias, bias_shape)
+  return y
+
+
+@staged('dimension_numbers', 'precision', 'bias_shape')
+def _contract_staged(
+  inputs: Array, kernel: Array, bias: Array | None, *, dimension_numbers: Any,
+  precision: Any, bias_shape: tuple[int, ...],
+) -> Array:
+  y = lax.dot_general(inputs, kernel, dimension_numbers, precision=precision)
+  if bias is not None:
+    y += jnp.reshape(bias, bias_shape)
+  return y
 
 
 #################################################
@@ -211,16 +234,13 @@ class DenseGeneral(Module):
 
     kernel_batch = tuple(range(n_batch))
     kernel_contract = tuple(range(n_batch, n_batch + len(axis)))
-    y = _pick_dot_general(self)(
-      inputs, kernel, ((axis, kernel_contract), (batch_dims, kernel_batch)),
-      precision=self.precision,
+    # The output is (*batch, *free input axes, *features); the bias broadcasts over the
+    # free axes only.
+    n_free = ndim - n_batch - len(axis)
+    return _contract(
+      self, inputs, kernel, bias, ((axis, kernel_contract), (batch_dims, kernel_batch)),
+      batch_shape + (1,) * n_free + features,
     )
-    if bias is not None:
-      # The output is (*batch, *free input axes, *features); the bias broadcasts over
-      # the free axes only.
-      n_free = ndim - n_batch - len(axis)
-      y += jnp.reshape(bias, batch_shape + (1,) * n_free + features)
-    return y
 
 
 #################################################

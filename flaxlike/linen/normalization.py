@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from flaxlike.core.scope import Scope
 from flaxlike.linen import dtypes, initializers
+from flaxlike.linen._staging import as_array, staged
 from flaxlike.linen.module import Module, compact, merge_param
 
 Array = Any
@@ -39,21 +39,6 @@ def _abs_sq(x: Array) -> Array:
   return lax.square(x)
 
 
-def _staged(*static_argnames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-  """``jax.jit(inline=True)`` with these static arguments, for the layers' pure math.
-
-  Inlined, so a jaxpr holds the same equations as calling the function directly; but
-  JAX caches the trace per input shapes and static arguments, so the second LayerNorm of
-  a given shape costs a cache hit instead of re-tracing every operation (several times
-  cheaper, and most layers of a model repeat their shapes).
-  """
-  return lambda fn: jax.jit(fn, inline=True, static_argnames=static_argnames)
-
-
-def _array(x: Array) -> Array:
-  return x if isinstance(x, (jax.Array, np.ndarray)) else jnp.asarray(x)
-
-
 def _compute_stats(
   x: Array, axes: Axes, dtype: Dtype | None, axis_name: str | None = None,
   axis_index_groups: Any = None, use_mean: bool = True, use_fast_variance: bool = True,
@@ -65,18 +50,18 @@ def _compute_stats(
   ``pmean`` for both moments); otherwise ``E[(x - E[x])^2]``. ``use_mean=False`` gives
   a zero mean and ``E[x^2]`` (RMSNorm).
   """
-  x = _array(x)
+  x = as_array(x)
   if axis_index_groups is not None:
     axis_index_groups = tuple(tuple(group) for group in axis_index_groups)
   return _compute_stats_staged(
-    x, None if mask is None else _array(mask), axes=_canonicalize_axes(x.ndim, axes),
+    x, None if mask is None else as_array(mask), axes=_canonicalize_axes(x.ndim, axes),
     dtype=dtype, axis_name=axis_name, axis_index_groups=axis_index_groups,
     use_mean=use_mean, use_fast_variance=use_fast_variance,
     force_float32_reductions=force_float32_reductions,
   )
 
 
-@_staged('axes', 'dtype', 'axis_name', 'axis_index_groups', 'use_mean', 'use_fast_variance',
+@staged('axes', 'dtype', 'axis_name', 'axis_index_groups', 'use_mean', 'use_fast_variance',
          'force_float32_reductions')
 def _compute_stats_staged(
   x: Array, mask: Array | None, *, axes: tuple[int, ...], dtype: Dtype | None,
@@ -118,7 +103,7 @@ def _normalize(
   bias_init: Initializer, scale_init: Initializer, force_float32_reductions: bool = True,
 ) -> Array:
   """``(x - mean) * rsqrt(var + eps) * scale + bias``, declaring ``scale``/``bias``."""
-  x = _array(x)
+  x = as_array(x)
   reduction_axes = _canonicalize_axes(x.ndim, reduction_axes)
   feature_axes = _canonicalize_axes(x.ndim, feature_axes)
   param_shape = tuple(x.shape[ax] for ax in feature_axes)
@@ -131,7 +116,7 @@ def _normalize(
   )
 
 
-@_staged('reduction_axes', 'feature_axes', 'dtype', 'param_dtype', 'epsilon',
+@staged('reduction_axes', 'feature_axes', 'dtype', 'param_dtype', 'epsilon',
          'force_float32_reductions')
 def _scale_and_shift(
   x: Array, mean: Array, var: Array, scale: Array | None, bias: Array | None, *,

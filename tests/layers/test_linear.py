@@ -141,3 +141,37 @@ def test_embed_dtypes():
   v1 = one.init(KEY, ids)
   np.testing.assert_array_equal(
     one.apply(v1, jnp.zeros((3,), jnp.int32)), np.tile(v1['params']['embedding'], (3, 1)))
+
+
+@pytest.mark.parametrize('make', [
+  lambda **kw: nn.Dense(3, bias_init=BIAS, **kw),
+  lambda **kw: nn.DenseGeneral((3, 2), axis=(-2, -1), bias_init=BIAS, **kw),
+])
+def test_custom_dot_general_and_precision_lists(make):
+  x = _x(2, 4, 5)
+  reference = make()
+  v = reference.init(KEY, x)
+  want = reference.apply(v, x)
+  calls = []
+
+  def counting_dot_general(lhs, rhs, dims, precision=None, **kw):
+    calls.append(precision)
+    return jax.lax.dot_general(lhs, rhs, dims, precision=precision, **kw)
+
+  class CountingDotGeneral(nn.Module):
+    @nn.compact
+    def __call__(self, lhs, rhs, dims, precision=None, **kw):
+      self.sow('intermediates', 'calls', 1)  # state of its own: must not be staged
+      return jax.lax.dot_general(lhs, rhs, dims, precision=precision, **kw)
+
+  highest = jax.lax.Precision.HIGHEST
+  y = make(dot_general=counting_dot_general, precision=[highest, highest]).apply(v, x)
+  np.testing.assert_allclose(y, want, **TOL)
+  assert [tuple(p) for p in calls] == [(highest, highest)]
+  y, state = make(dot_general_cls=CountingDotGeneral).apply(v, x, mutable=['intermediates'])
+  np.testing.assert_allclose(y, want, **TOL)
+  assert len(jax.tree_util.tree_leaves(state)) == 1
+  # The default path with a list precision (made static as a tuple), jitted and not.
+  layer = make(precision=[highest, highest])
+  np.testing.assert_allclose(layer.apply(v, x), want, **TOL)
+  np.testing.assert_allclose(jax.jit(layer.apply)(v, x), want, **TOL)
