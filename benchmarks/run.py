@@ -13,15 +13,18 @@ targets as met / not met.
 Workloads: trace time of ``init``/``apply`` (100-layer MLP, 12-layer Transformer unrolled
 and as ``nn.scan(nn.remat(Block))``, ResNet-50 on 64x64), un-jitted ``apply`` of a tiny
 MLP, compile time of a jitted AdamW train step and its steady-state step time (MLP and
-both Transformers), jaxpr equation counts, and compile time of ``scan(remat)`` vs an
-unrolled stack by depth. Not run by the test suite; see benchmarks/README.md.
+both Transformers), jaxpr equation counts, compile time of ``scan(remat)`` vs an
+unrolled stack by depth, and, with several namespaces, whether each one's train step
+compiles to the same XLA program. Not run by the test suite; see benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import platform
+import re
 import statistics
 import sys
 import time
@@ -489,6 +492,47 @@ def scan_compile_table(modules: dict[str, Any], depths: tuple[int, ...], repeats
     print(f'{label:28s} {name:12s} ' + ' '.join(f'{t * 1e3:8.0f}ms' for t in meds))
 
 
+def _program_lines(text: str) -> collections.Counter:
+  """The instructions of compiled HLO text without names, ids or debug metadata."""
+  text = re.sub(r'metadata=\{[^}]*\}|, stack_frame_id=\d+|HloModule \S+', '', text)
+  text = re.sub(r'%[\w.\-]+', '%v', text)
+  text = re.sub(r'\b[\w.\-]+\.\d+\b', 'N', text)
+  lines = (line.strip() for line in text.splitlines())
+  # Source-location tables (file and function names) differ by construction.
+  return collections.Counter(
+    line for line in lines
+    if line and '"' not in line and not re.match(r'\d+ ', line)
+    and not re.match(r'(FileNames|FunctionNames|FileLocations|StackFrames)', line)
+  )
+
+
+def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any) -> None:
+  """Whether each namespace's AdamW train step compiles to the same XLA program as the
+  first one's (names and source locations aside): if so, step times are equal by
+  construction and any measured difference is noise."""
+  models = {
+    f'{cfg["mlp_depth"]}-layer MLP': (lambda nn: make_mlp(nn, cfg['mlp_depth'], cfg['mlp_width']), cfg['x_mlp']),
+  }
+  for scanned, tag in ((False, ''), (True, ' scan(remat)')):
+    models[f'{cfg["train_layers"]}-layer Transformer{tag}'] = (
+      lambda nn, s=scanned: make_transformer(nn, cfg['train_layers'], cfg['x_train'].shape[-1], cfg['heads'], s),
+      cfg['x_train'])
+  print(f'compiled AdamW step vs {namespaces[0]}:')
+  for label, (make, x) in models.items():
+    programs = {}
+    for name in namespaces:
+      model = make(importlib.import_module(name))
+      params = model.init(key, x)['params']
+      tx, step = adamw_step(lambda p, x, m=model: m.apply({'params': p}, x))
+      compiled = jax.jit(step).lower(params, tx.init(params), x).compile()
+      programs[name] = _program_lines(compiled.as_text())
+    first = programs[namespaces[0]]
+    for name in namespaces[1:]:
+      differing = sum(((programs[name] - first) + (first - programs[name])).values())
+      verdict = f'{differing} instructions differ' if differing else 'identical XLA program'
+      print(f'  {label:45s} {name:12s} {verdict}')
+
+
 def default_namespaces() -> list[str]:
   """flaxlike, and flax.linen when it is importable."""
   try:
@@ -520,6 +564,9 @@ def main() -> None:
     print_table([r for r in results if r[1] != 'raw JAX'], baseline='flax.linen')
   print()
   print_targets(results, args.noise)
+  if len(namespaces) > 1:
+    print()
+    compiled_program_table(namespaces, config(args.quick), jax.random.key(0))
   if depths:
     print()
     scan_compile_table({n: importlib.import_module(n) for n in namespaces}, tuple(depths), max(1, repeats // 2))
