@@ -298,14 +298,21 @@ def test_jit_traces_once_per_configuration():
   assert len(traces) == before + 2
 
 
-def test_scan_traces_the_body_like_linen():
-  traces = []
+def _trace_counting_cell(traces):
+  """A scan cell that records each trace of its body in ``traces``."""
 
   class Cell(nn.Module):
     @nn.compact
     def __call__(self, c, x):
       traces.append(1)
       return c + nn.Dense(1)(x).sum(), None
+
+  return Cell
+
+
+def test_scan_traces_the_body_like_linen():
+  traces = []
+  Cell = _trace_counting_cell(traces)
 
   model = nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False})()
   variables = model.init(jax.random.key(0), 0.0, jnp.ones((4, 1, 2)))
@@ -356,13 +363,7 @@ def test_scan_constancy_pass_leaves_no_dead_code_in_the_jaxpr(remat):
 
 def test_scan_constancy_pass_is_skipped_only_when_no_rng_stream_reaches_the_body():
   traces = []
-
-  class Cell(nn.Module):
-    @nn.compact
-    def __call__(self, c, x):
-      traces.append(1)
-      return c + nn.Dense(1)(x).sum(), None
-
+  Cell = _trace_counting_cell(traces)
   model = nn.scan(Cell, variable_axes={'params': 0},
                   split_rngs={'params': True, 'dropout': True}, length=4)()
   xs = jnp.ones((4, 1, 2))
