@@ -537,13 +537,13 @@ def scan(
     broadcast_may_change = any(
       intersect_filters(variable_broadcast, m) is not False for m in scope_fn.mutable_filters
     )
-    probe_has_effects = any(streams for group in rng_groups for streams in group)
+    rng_in_reach = any(streams for group in rng_groups for streams in group)
     if check_constancy_invariants and not (has_broadcast_ys or broadcast_may_change):
       # Nothing the extra pass computes is used. Its one lasting effect is advancing the
       # RNG counters as Linen's extra trace does (so random values match Linen's); with
       # no RNG stream in reach it is skipped, and otherwise traced abstractly, so its
       # operations stay out of the caller's jaxpr instead of lingering there as dead code.
-      if probe_has_effects:
+      if rng_in_reach:
         step_specs = jax.tree_util.tree_map(
           lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), xs
         )
@@ -569,7 +569,7 @@ def scan(
         ) from e
       bc_ys = _split_ys(out_axes, probe_ys, keep_broadcast=True)
     else:
-      if broadcast in jax.tree_util.tree_leaves(out_axes, is_leaf=_is_axis_leaf):
+      if has_broadcast_ys:
         raise ValueError(
           'scan with check_constancy_invariants=False does not support broadcast outputs '
           f'(out_axes={out_axes}).'
