@@ -120,6 +120,21 @@ def _pick_dot_general(module: Any) -> Callable[..., Any]:
   return lax.dot_general
 
 
+def _dot_and_bias(
+  inputs: Array, kernel: Array, bias: Array | None, *, dot_general: Callable[..., Any],
+  dimension_numbers: Any, precision: Any, bias_shape: tuple[int, ...],
+) -> Array:
+  y = dot_general(inputs, kernel, dimension_numbers, precision=precision)
+  if bias is not None:
+    y += jnp.reshape(bias, bias_shape)
+  return y
+
+
+_dot_and_bias_staged = staged('dot_general', 'dimension_numbers', 'precision', 'bias_shape')(
+  _dot_and_bias
+)
+
+
 def _contract(
   module: Any, inputs: Array, kernel: Array, bias: Array | None, dimension_numbers: Any,
   bias_shape: tuple[int, ...],
@@ -128,26 +143,14 @@ def _contract(
   ``dot_general``. With the default one (``lax.dot_general``) the math is staged, so
   JAX traces it once per shape; a user's ``dot_general`` or ``dot_general_cls`` (which
   may hold state of its own) runs as written."""
-  if module.dot_general_cls is None and module.dot_general is None:
-    return _contract_staged(
-      inputs, kernel, bias, dimension_numbers=dimension_numbers,
-      precision=hashable(module.precision), bias_shape=bias_shape,
-    )
-  y = _pick_dot_general(module)(inputs, kernel, dimension_numbers, precision=module.precision)
-  if bias is not None:
-    y += jnp.reshape(bias, bias_shape)
-  return y
-
-
-@staged('dimension_numbers', 'precision', 'bias_shape')
-def _contract_staged(
-  inputs: Array, kernel: Array, bias: Array | None, *, dimension_numbers: Any,
-  precision: Any, bias_shape: tuple[int, ...],
-) -> Array:
-  y = lax.dot_general(inputs, kernel, dimension_numbers, precision=precision)
-  if bias is not None:
-    y += jnp.reshape(bias, bias_shape)
-  return y
+  default = module.dot_general_cls is None and module.dot_general is None
+  run = _dot_and_bias_staged if default else _dot_and_bias
+  return run(
+    inputs, kernel, bias, dot_general=_pick_dot_general(module),
+    dimension_numbers=dimension_numbers,
+    precision=hashable(module.precision) if default else module.precision,
+    bias_shape=bias_shape,
+  )
 
 
 #################################################
