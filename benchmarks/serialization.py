@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/serialization.py            # both allocator settings
     .venv/bin/python benchmarks/serialization.py --single   # this process's allocator only
 
-Large: ~100 MB of float32 in 200 arrays, to_bytes/from_bytes against ``bytes(buffer)``,
-one copy of the same total size into a fresh buffer. Small: 20,000 tiny arrays, cost per
+Large: 100M float32 parameters (400 MB) in 200 arrays, the tree of the performance issue,
+to_bytes/from_bytes against ``bytes(buffer)``, one copy of the same total size into a
+fresh buffer (``--params`` picks another size). Small: 20,000 tiny arrays, cost per
 array. Implementations alternate within each repetition; the table shows medians.
 
-A fresh 100 MB buffer costs page faults unless the allocator keeps freed memory, which
+A fresh 400 MB buffer costs page faults unless the allocator keeps freed memory, which
 decides how the copy compares with anything else. The default run therefore measures
 twice, in child processes: with glibc's defaults, and with ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` raised so that freed memory is reused without faults. Not part
@@ -34,6 +35,8 @@ except ImportError:
   flax_serialization = None
 
 REPEATS = 7
+LARGE_PARAMS = 100_000_000
+LARGE_COUNT = 200
 SMALL_COUNT = 20_000
 KEEP_FREED_MEMORY = {'MALLOC_MMAP_THRESHOLD_': str(2**32), 'MALLOC_TRIM_THRESHOLD_': str(2**32)}
 
@@ -52,9 +55,12 @@ def bench(cases: dict, repeats: int = REPEATS) -> dict:
   return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def measure() -> None:
+def measure(params: int) -> None:
   rng = np.random.default_rng(0)
-  large = {f'layer_{i}': rng.standard_normal(125_000, dtype=np.float32) for i in range(200)}
+  per_array = params // LARGE_COUNT
+  large = {
+    f'layer_{i}': rng.standard_normal(per_array, dtype=np.float32) for i in range(LARGE_COUNT)
+  }
   nbytes = sum(a.nbytes for a in large.values())
   flat = np.concatenate(list(large.values()))
   small = {f'p{i}': np.full(3, i, np.float32) for i in range(SMALL_COUNT)}
@@ -80,7 +86,7 @@ def measure() -> None:
 
   kept = all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())
   print(f'allocator: {"keeps freed memory (MALLOC_*_THRESHOLD_=2**32)" if kept else "glibc defaults"}')
-  print(f'large: {nbytes / 1e6:.0f} MB float32 in 200 arrays, median of {REPEATS}')
+  print(f'large: {nbytes / 1e6:.0f} MB float32 in {LARGE_COUNT} arrays, median of {REPEATS}')
   print(f'{"case":<32}{"seconds":>10}{"GB/s":>10}{"vs memcpy":>11}')
   large_t = bench(cases)
   copy = large_t['memcpy (bytes of one buffer)']
@@ -97,13 +103,16 @@ def measure() -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--single', action='store_true', help="measure with this process's allocator only")
-  if parser.parse_args().single:
-    measure()
+  parser.add_argument('--params', type=int, default=LARGE_PARAMS, help='float32 parameters in the large tree')
+  args = parser.parse_args()
+  if args.single:
+    measure(args.params)
     return
   # The allocator reads its settings at start-up, so each setting needs its own process.
   for extra in ({}, KEEP_FREED_MEMORY):
     env = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY}
-    subprocess.run([sys.executable, __file__, '--single'], env={**env, **extra}, check=True)
+    command = [sys.executable, __file__, '--single', '--params', str(args.params)]
+    subprocess.run(command, env={**env, **extra}, check=True)
     print()
 
 
