@@ -173,11 +173,15 @@ def raw_mlp_init(key: Any, x: Any, depth: int, width: int) -> Any:
 
 
 def _layer_norm(p: Any, x: Any) -> Any:
-  # One pass over x for both moments, as Linen computes them (a second pass over x - mean
-  # makes XLA:CPU compile the gradient several times slower).
-  mean = x.mean(-1, keepdims=True)
-  var = jnp.maximum(jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(mean), 0.0)
-  return (x - mean) * jax.lax.rsqrt(var + 1e-6) * p['scale'] + p['bias']
+  # Linen's order of operations: one pass for both moments, E[x^2] before E[x], then
+  # (x - mean) * (rsqrt(var + eps) * scale) + bias. XLA:CPU is sensitive to it: computing
+  # E[x] first, or subtracting the mean in a second pass, makes the 12-layer train step
+  # compile 2-4x slower, so the floor would not be the same program.
+  mean2 = jnp.mean(jnp.square(x), -1)
+  mean = jnp.mean(x, -1)
+  var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+  centered = x - mean[..., None]
+  return centered * (jax.lax.rsqrt(var[..., None] + 1e-6) * p['scale']) + p['bias']
 
 
 def _layer_norm_init(d: int) -> Any:
@@ -200,20 +204,25 @@ def raw_block_init(key: Any, d: int, heads: int) -> Any:
   }
 
 
+def _dense(p: Any, x: Any, contract: int = 1) -> Any:
+  # lax.dot_general plus bias, as Linen's Dense/DenseGeneral stage it: jnp.einsum stages a
+  # nested jit per call and `@` asks for another result type, and either makes XLA:CPU
+  # compile a different (slower) program.
+  k = p['kernel']
+  dims = (tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract)))
+  return jax.lax.dot_general(x, k, (dims, ((), ()))) + p['bias']
+
+
 def raw_block(p: Any, x: Any) -> Any:
   h = _layer_norm(p['LayerNorm_0'], x)
   attn = p['MultiHeadDotProductAttention_0']
-  # Projections as plain dot_generals, as Linen's DenseGeneral does: jnp.einsum stages a
-  # nested jit per call, which makes XLA:CPU compile the step several times slower.
-  q, k, v = (jax.lax.dot_general(h, attn[n]['kernel'], (((2,), (0,)), ((), ()))) + attn[n]['bias']
-             for n in ('query', 'key', 'value'))
+  q, k, v = (_dense(attn[n], h) for n in ('query', 'key', 'value'))
   w = jax.nn.softmax(jnp.einsum('bqhk,bthk->bhqt', q / np.sqrt(q.shape[-1]).astype(q.dtype), k), axis=-1)
   o = jnp.einsum('bhqt,bthk->bqhk', w, v)
-  out = jax.lax.dot_general(o, attn['out']['kernel'], (((2, 3), (0, 1)), ((), ())))
-  x = x + out + attn['out']['bias']
+  x = x + _dense(attn['out'], o, contract=2)
   h = _layer_norm(p['LayerNorm_1'], x)
-  h = jax.nn.gelu(h @ p['Dense_0']['kernel'] + p['Dense_0']['bias'])
-  return x + h @ p['Dense_1']['kernel'] + p['Dense_1']['bias']
+  h = jax.nn.gelu(_dense(p['Dense_0'], h))
+  return x + _dense(p['Dense_1'], h)
 
 
 def raw_transformer_apply(params: Any, x: Any, depth: int, scanned: bool = False) -> Any:
@@ -445,9 +454,13 @@ TARGETS = [
 ]
 
 
-def print_targets(results: list[tuple[str, str, list[float]]], noise: float) -> None:
+def print_targets(
+  results: list[tuple[str, str, list[float]]], noise: float, same_program: frozenset[str] = frozenset()
+) -> None:
   """Each target with flaxlike's ratio. A timing ratio over the limit by at most
-  ``noise`` is reported as '~met' (within noise); equation counts are exact."""
+  ``noise`` is reported as '~met' (within noise); equation counts are exact. Step times of
+  the train steps in ``same_program`` (compiled to the same XLA program in every
+  namespace) are equal by construction, so they are met whatever the noise says."""
   medians = {(w, n): statistics.median(ts) for w, n, ts in results}
   print(f'targets (flaxlike / baseline; "~met": over the limit by less than {noise:.0%}, i.e. noise):')
   for prefix, part, baseline, limit in TARGETS:
@@ -460,6 +473,8 @@ def print_targets(results: list[tuple[str, str, list[float]]], noise: float) -> 
       exact = workload.startswith('jaxpr')
       if ratio <= limit:
         verdict = 'met'
+      elif workload.startswith('AdamW step time, ') and workload.split(', ', 1)[1] in same_program:
+        verdict = 'met (same XLA program: noise)'
       elif not exact and ratio <= limit * (1 + noise):
         verdict = '~met'
       else:
@@ -506,10 +521,11 @@ def _program_lines(text: str) -> collections.Counter:
   )
 
 
-def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any) -> None:
-  """Whether each namespace's AdamW train step compiles to the same XLA program as the
-  first one's (names and source locations aside): if so, step times are equal by
-  construction and any measured difference is noise."""
+def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any) -> frozenset[str]:
+  """Prints whether each namespace's AdamW train step compiles to the same XLA program as
+  the first one's (names and source locations aside): if so, step times are equal by
+  construction and any measured difference is noise. Returns the labels of the models
+  whose step compiles to one program in every namespace."""
   models = {
     f'{cfg["mlp_depth"]}-layer MLP': (lambda nn: make_mlp(nn, cfg['mlp_depth'], cfg['mlp_width']), cfg['x_mlp']),
   }
@@ -518,6 +534,7 @@ def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any)
       lambda nn, s=scanned: make_transformer(nn, cfg['train_layers'], cfg['x_train'].shape[-1], cfg['heads'], s),
       cfg['x_train'])
   print(f'compiled AdamW step vs {namespaces[0]}:')
+  same = set()
   for label, (make, x) in models.items():
     programs = {}
     for name in namespaces:
@@ -527,10 +544,15 @@ def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any)
       compiled = jax.jit(step).lower(params, tx.init(params), x).compile()
       programs[name] = _program_lines(compiled.as_text())
     first = programs[namespaces[0]]
+    all_same = True
     for name in namespaces[1:]:
       differing = sum(((programs[name] - first) + (first - programs[name])).values())
       verdict = f'{differing} instructions differ' if differing else 'identical XLA program'
       print(f'  {label:45s} {name:12s} {verdict}')
+      all_same = all_same and not differing
+    if all_same:
+      same.add(label)
+  return frozenset(same)
 
 
 def default_namespaces() -> list[str]:
@@ -562,11 +584,12 @@ def main() -> None:
   if 'flax.linen' in namespaces:
     print()
     print_table([r for r in results if r[1] != 'raw JAX'], baseline='flax.linen')
-  print()
-  print_targets(results, args.noise)
+  same_program: frozenset[str] = frozenset()
   if len(namespaces) > 1:
     print()
-    compiled_program_table(namespaces, config(args.quick), jax.random.key(0))
+    same_program = compiled_program_table(namespaces, config(args.quick), jax.random.key(0))
+  print()
+  print_targets(results, args.noise, same_program)
   if depths:
     print()
     scan_compile_table({n: importlib.import_module(n) for n in namespaces}, tuple(depths), max(1, repeats // 2))
