@@ -203,6 +203,17 @@ def test_box_mesh_is_used_even_when_explicit_and_no_mesh_is_active():
   assert jax.jit(lambda b: b.unbox() * 2)(logical).sharding.spec == P('data')
 
 
+def test_logically_partitioned_built_with_list_rules_is_a_usable_pytree():
+  rules = [['batch', 'data'], ['mlp', ['model']]]
+  logical = nn.LogicallyPartitioned(jnp.ones((8, 4)), ('batch', 'mlp'), mesh=MESH, rules=rules)
+  assert logical.rules == (('batch', 'data'), ('mlp', ('model',)))
+  doubled = jax.tree_util.tree_map(lambda v: v * 2, logical)
+  assert doubled.rules == logical.rules
+  assert jax.jit(lambda b: b.unbox())(logical).sharding.spec == P('data', 'model')
+  with pytest.raises(TypeError, match='sequence of \\(logical_name, mesh_axes\\) pairs'):
+    nn.LogicallyPartitioned(jnp.ones(2), ('batch',), rules={'batch': 'data'})
+
+
 def test_logically_partitioned_specs_and_shardings():
   make = nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed', 'mlp'))
   box = make(jax.random.key(0), (4, 8))

@@ -304,6 +304,15 @@ class LogicallyPartitioned(meta.Partitioned):
 
   rules: tuple[tuple[str, Any], ...] | None = struct.field(default=None, pytree_node=False)
 
+  def __post_init__(self):
+    # Rules are pytree metadata, which JAX hashes; lists (as users write them) would make
+    # every tree operation on the box fail far from here.
+    if self.rules is not None:
+      try:
+        hash(self.rules)
+      except TypeError:
+        object.__setattr__(self, 'rules', _freeze_rules(self.rules))
+
   def unbox(self, apply_constraint: bool = True) -> Any:
     if not apply_constraint or (self.mesh is None and not meta.global_mesh_defined()):
       return self.value
