@@ -49,12 +49,42 @@ def test_rows_follow_call_order_and_list_own_variables():
   assert table.rstrip().endswith(f'Total Parameters: {count + 1:,} ({size + 4:,} B)')
 
 
-def test_depth_collapses_subtrees_and_show_repeated_lists_every_call():
-  table = nn.tabulate(Net(), KEY, depth=1, show_repeated=True)(X)
-  rows = [r for r in _rows(table) if r[1]]
-  assert [r[0] for r in rows] == ['', 'Block_0', 'Block_0', 'Dense_0']
-  block_params = 8 * 8 + 8
-  assert f'{block_params} ({block_params * 4} B)' in rows[1]
+def _body_rows(table: str) -> list[list[str]]:
+  """Each body or footer row of the table as its cells, multi-line cells joined by '\\n'."""
+  rows, current = [], None
+  for line in table.split('\n'):
+    if line.startswith(('┡', '├', '└')):
+      if current is not None:
+        rows.append(['\n'.join(part).strip() for part in current])
+      current = None if line.startswith('└') else []
+    elif line.startswith('│') and current is not None:
+      cells = [cell.strip() for cell in line.strip('│').split('│')]
+      if not current:
+        current.extend([] for _ in cells)
+      for part, cell in zip(current, cells):
+        part.append(cell)
+  return rows
+
+
+def test_depth_counts_hidden_subtrees_and_lists_own_variables():
+  table = nn.tabulate(Net(), KEY, depth=1)(X)
+  rows = _body_rows(table)
+  assert [r[0] for r in rows] == ['', 'Block_0', 'Dense_0', '']
+  # Block_0's Dense is hidden: Block_0 owns no params but counts its Dense's 72; its own
+  # counter is listed.
+  assert rows[1][4:] == ['calls: int32[]\n\n1 (4 B)', f'{8 * 8 + 8} ({(8 * 8 + 8) * 4} B)']
+  # A module at the depth limit without children lists its variables as usual.
+  assert rows[2][5] == 'bias: float32[2]\nkernel: float32[8,2]\n\n18 (72 B)'
+  assert rows[3][5] == '90 (360 B)'
+
+
+def test_show_repeated_lists_every_call_and_counts_variables_once():
+  rows = _body_rows(nn.tabulate(Net(), KEY, depth=1, show_repeated=True)(X))
+  assert [r[0] for r in rows] == ['', 'Block_0', 'Block_0', 'Dense_0', '']
+  assert rows[1][5] == '72 (288 B)'
+  assert rows[2][4:] == ['', '']
+  counted = sum(int(r[5].split('\n')[-1].split(' ')[0]) for r in rows[:-1] if r[5])
+  assert counted == int(rows[-1][5].split(' ')[0]) == 90
 
 
 def test_flops_of_dense_match_closed_form():

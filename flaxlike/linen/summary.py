@@ -204,9 +204,11 @@ def tabulate(
   Args:
     module: the model.
     rngs: a key or dict of keys, as for ``init``.
-    depth: show modules at most this deep (None: all); deeper variables are counted in
-      their ancestor's row.
-    show_repeated: list every call of a module, not only the first.
+    depth: show modules at most this deep (None: all). A row at the limit lists its own
+      variables and counts those of its hidden descendants too, so the rows add up to
+      the total.
+    show_repeated: list every call of a module, not only the first (later calls show no
+      variables; they are counted in the first).
     mutable: collections to create, as for ``init``.
     console_kwargs: ``{'width': N}`` wraps nothing but is accepted for compatibility.
     table_kwargs: accepted for compatibility with Linen; unused.
@@ -248,10 +250,10 @@ def tabulate(
           seen.add(row.path)
           unique.append(row)
       rows = unique
+    called_paths = {r.path for r in rows}
     if depth is not None:
       rows = [r for r in rows if len(r.path) <= depth]
     collections = list(variables)
-    all_paths = {r.path for r in rows}
     headers = ['path', 'module', 'inputs', 'outputs']
     if compute_flops:
       headers.append('flops')
@@ -260,6 +262,7 @@ def tabulate(
     headers += collections
     rng_tree = rngs if isinstance(rngs, Mapping) else {'params': rngs}
     body = []
+    shown_paths: set[tuple[str, ...]] = set()
     for row in rows:
       args_tree, kwargs_tree = row.inputs
       inputs = args_tree if not kwargs_tree else (*args_tree, dict(kwargs_tree))
@@ -268,23 +271,29 @@ def tabulate(
         cells.append(f'{_call_flops(row, variables, rng_tree, vjp=False):,.0f}')
       if compute_vjp_flops:
         cells.append(f'{_call_flops(row, variables, rng_tree, vjp=True):,.0f}')
+      # A row at the depth limit lists its own variables, as every row does, but counts
+      # its whole subtree, hidden descendants included, so the rows add up to the total.
       collapsed = depth is not None and len(row.path) == depth
+      # A repeated call (show_repeated) shows no variables: they were counted in the
+      # module's first row.
+      repeated = row.path in shown_paths
+      shown_paths.add(row.path)
       for col in collections:
-        node = _subtree(variables, col, row.path)
-        if collapsed:
-          leaves = _collection_leaves(node)
-          cells.append(_size_repr(leaves) if leaves else '')
+        if repeated:
+          cells.append('')
           continue
-        children = {p[len(row.path)] for p in all_paths if len(p) > len(row.path) and p[: len(row.path)] == row.path}
+        node = _subtree(variables, col, row.path)
+        children = {p[len(row.path)] for p in called_paths if len(p) > len(row.path) and p[: len(row.path)] == row.path}
         if isinstance(node, Mapping):
           # Nested dicts are child modules (possibly hidden by depth or not called).
           children |= {k for k, v in node.items() if isinstance(v, Mapping)}
         own = _own_variables(node, children)
-        if not own:
+        counted = _collection_leaves(node) if collapsed else _collection_leaves(own)
+        if not counted:
           cells.append('')
           continue
         lines = [f'{name}: {_tree_repr(value)}' for name, value in own.items()]
-        cells.append('\n'.join(lines) + '\n\n' + _size_repr(_collection_leaves(own)))
+        cells.append('\n'.join(lines) + '\n\n' * bool(lines) + _size_repr(counted))
       body.append(cells)
     footer = ['' for _ in headers]
     footer[headers.index(collections[0]) - 1 if collections else len(headers) - 1] = 'Total'
