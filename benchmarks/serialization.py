@@ -5,8 +5,10 @@
 
 Large: 100M float32 parameters (400 MB) in 200 arrays, the tree of the performance issue,
 to_bytes/from_bytes against ``bytes(buffer)``, one copy of the same total size into a
-fresh buffer (``--params`` picks another size). Small: 20,000 tiny arrays, cost per
-array. Implementations alternate within each repetition; the table shows medians.
+fresh buffer (``--params`` picks another size). Peak memory is the most bytes allocated at
+once during a call, result included, as a multiple of the data size. Small: 20,000 tiny
+arrays, cost per array. Implementations alternate within each repetition; the table shows
+medians.
 
 A fresh 400 MB buffer costs page faults unless the allocator keeps freed memory, which
 decides how the copy compares with anything else. The default run therefore measures
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import msgpack
 import numpy as np
@@ -53,6 +56,19 @@ def bench(cases: dict, repeats: int = REPEATS) -> dict:
     for name, fn in cases.items():  # alternate so drift hits every row alike
       times[name].append(timed(fn))
   return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def peak_allocated(fn) -> int:
+  """Most bytes held at once by allocations made while ``fn`` runs (Python objects and
+  numpy buffers alike, as tracemalloc sees them), its result included."""
+  tracemalloc.start()
+  try:
+    result = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  del result
+  return peak
 
 
 def measure(params: int) -> None:
@@ -87,11 +103,13 @@ def measure(params: int) -> None:
   kept = all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())
   print(f'allocator: {"keeps freed memory (MALLOC_*_THRESHOLD_=2**32)" if kept else "glibc defaults"}')
   print(f'large: {nbytes / 1e6:.0f} MB float32 in {LARGE_COUNT} arrays, median of {REPEATS}')
-  print(f'{"case":<32}{"seconds":>10}{"GB/s":>10}{"vs memcpy":>11}')
+  print(f'{"case":<32}{"seconds":>10}{"GB/s":>10}{"vs memcpy":>11}{"peak memory":>13}')
   large_t = bench(cases)
   copy = large_t['memcpy (bytes of one buffer)']
   for name, t in large_t.items():
-    print(f'{name:<32}{t:>10.4f}{nbytes / t / 1e9:>10.2f}{copy / t:>10.2f}x')
+    # Measured in a run of its own: tracing allocations slows them down.
+    peak = peak_allocated(cases[name]) / nbytes
+    print(f'{name:<32}{t:>10.4f}{nbytes / t / 1e9:>10.2f}{copy / t:>10.2f}x{peak:>12.2f}x')
   print(f'\nsmall: {SMALL_COUNT:,} arrays of 3 float32, median of {REPEATS}')
   print(f'{"case":<32}{"seconds":>10}{"us/array":>10}')
   for name, t in bench(small_cases).items():
