@@ -244,6 +244,89 @@ def raw_transformer_init(key: Any, x: Any, depth: int, heads: int, scanned: bool
   return raw_transformer_apply(params, x, depth, scanned), params
 
 
+def _conv(x: Any, kernel: Any, strides: tuple[int, int] = (1, 1)) -> Any:
+  return jax.lax.conv_general_dilated(x, kernel, strides, 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _batch_norm(p: Any, stats: Any, x: Any, momentum: float = 0.99, eps: float = 1e-5) -> tuple[Any, Any]:
+  """Training-mode batch norm over all but the feature axis: output and updated statistics."""
+  mean2 = jnp.mean(jnp.square(x), (0, 1, 2))
+  mean = jnp.mean(x, (0, 1, 2))
+  var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+  updated = {
+    'mean': momentum * stats['mean'] + (1 - momentum) * mean,
+    'var': momentum * stats['var'] + (1 - momentum) * var,
+  }
+  return (x - mean) * (jax.lax.rsqrt(var + eps) * p['scale']) + p['bias'], updated
+
+
+def raw_resnet50_apply(
+  variables: Any, x: Any, stage_sizes: tuple[int, ...] = (3, 4, 6, 3)
+) -> tuple[Any, Any]:
+  """``make_resnet50``'s forward pass on Linen's variable layout: (logits, new batch_stats)."""
+  params, stats = variables['params'], variables['batch_stats']
+  new_stats: dict[str, Any] = {}
+
+  def norm(name: str, p: Any, s: Any, out: dict[str, Any], y: Any) -> Any:
+    y, out[name] = _batch_norm(p[name], s[name], y)
+    return y
+
+  x = _conv(x, params['Conv_0']['kernel'], (2, 2))
+  x = jax.nn.relu(norm('BatchNorm_0', params, stats, new_stats, x))
+  x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), 'SAME')
+  block = 0
+  for stage, blocks in enumerate(stage_sizes):
+    for b in range(blocks):
+      strides = (2, 2) if stage > 0 and b == 0 else (1, 1)
+      name = f'Bottleneck_{block}'
+      p, s, out = params[name], stats[name], {}
+      y = jax.nn.relu(norm('BatchNorm_0', p, s, out, _conv(x, p['Conv_0']['kernel'])))
+      y = jax.nn.relu(norm('BatchNorm_1', p, s, out, _conv(y, p['Conv_1']['kernel'], strides)))
+      y = norm('BatchNorm_2', p, s, out, _conv(y, p['Conv_2']['kernel']))
+      residual = x
+      if 'Conv_3' in p:  # the first block of each stage changes the shape
+        residual = norm('BatchNorm_3', p, s, out, _conv(x, p['Conv_3']['kernel'], strides))
+      x = jax.nn.relu(residual + y)
+      new_stats[name] = out
+      block += 1
+  return _dense(params['Dense_0'], jnp.mean(x, axis=(1, 2))), new_stats
+
+
+def raw_resnet50_init(
+  key: Any, x: Any, stage_sizes: tuple[int, ...] = (3, 4, 6, 3), width: int = 64, num_classes: int = 10
+) -> tuple[Any, Any]:
+  """Creates ``make_resnet50``'s variables (Linen's initializers and layout) and runs the
+  forward pass, as ``init`` does: (logits, variables)."""
+  keys = iter(jax.random.split(key, 2 + 4 * sum(stage_sizes)))
+
+  def conv(c_in: int, c_out: int, size: int) -> Any:
+    return {'kernel': _dense_init(next(keys), (size, size, c_in, c_out))}
+
+  def norm(c: int) -> tuple[Any, Any]:
+    return {'scale': jnp.ones((c,)), 'bias': jnp.zeros((c,))}, {'mean': jnp.zeros((c,)), 'var': jnp.ones((c,))}
+
+  params: dict[str, Any] = {'Conv_0': conv(x.shape[-1], width, 7)}
+  stats: dict[str, Any] = {}
+  params['BatchNorm_0'], stats['BatchNorm_0'] = norm(width)
+  c_in, block = width, 0
+  for stage, blocks in enumerate(stage_sizes):
+    filters = width * 2**stage
+    for b in range(blocks):
+      p: dict[str, Any] = {}
+      s: dict[str, Any] = {}
+      for i, (c0, c1, size) in enumerate(
+        [(c_in, filters, 1), (filters, filters, 3), (filters, 4 * filters, 1)] + ([(c_in, 4 * filters, 1)] if b == 0 else [])
+      ):
+        p[f'Conv_{i}'] = conv(c0, c1, size)
+        p[f'BatchNorm_{i}'], s[f'BatchNorm_{i}'] = norm(c1)
+      params[f'Bottleneck_{block}'], stats[f'Bottleneck_{block}'] = p, s
+      c_in, block = 4 * filters, block + 1
+  params['Dense_0'] = {'kernel': _dense_init(next(keys), (c_in, num_classes)), 'bias': jnp.zeros((num_classes,))}
+  variables = {'params': params, 'batch_stats': stats}
+  logits, _ = raw_resnet50_apply(variables, x, stage_sizes)
+  return logits, variables
+
+
 # -- measurement ----------------------------------------------------------------------------
 
 
@@ -362,6 +445,11 @@ def raw_workloads(cfg: dict[str, Any], key: Any) -> Workloads:
       lambda k, x: raw_transformer_init(k, x, layers, heads, s), key, x_tr)
     w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda s=scanned, p=params: trace_seconds(
       lambda p, x: raw_transformer_apply(p, x, layers, s), p, x_tr)
+  if cfg['resnet']:
+    x_img = cfg['x_img']
+    _, rn_vars = jax.eval_shape(lambda k: raw_resnet50_init(k, x_img), key)
+    w['trace init, ResNet-50 64x64'] = lambda: trace_seconds(raw_resnet50_init, key, x_img)
+    w['trace apply, ResNet-50 64x64'] = lambda: trace_seconds(raw_resnet50_apply, rn_vars, x_img)
   _, tiny_params = raw_mlp_init(key, x_tiny, 2, 16)
   w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: raw_mlp_apply(tiny_params, x_tiny, 2))
 
