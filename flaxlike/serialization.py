@@ -1046,13 +1046,17 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
   # The header is parsed in place; for files, make sure all of it is buffered first.
   src.need(min(n, _MAX_NDARRAY_HEADER), path, 'an ndarray header')
   start = src.pos
-  try:
-    shape, dtype, data_pos = _ndarray_header(src.buf, start, start + n)
-  except _Invalid as e:
-    src.pos = e.offset if e.offset is not None else src.pos
-    raise
-  src.pos = data_pos
-  nbytes = n - (data_pos - start)
+  h = _HEADER_LEN_BY_SIZE.get(n)
+  hit = None if h is None else _HEADERS.get(bytes(src.buf[start : start + h]))
+  if hit is None or hit[3] != n:
+    try:
+      hit = _parse_and_cache_header(src.buf, start, n)
+    except _Invalid as e:
+      src.pos = e.offset if e.offset is not None else src.pos
+      raise
+  shape, dtype, h, _ = hit
+  src.pos = start + h
+  nbytes = n - h
   if src.size is None and nbytes > _UNKNOWN_SIZE_PIECE:
     # Stream of unknown size: read the data first so that a lying header cannot make us
     # allocate more than the stream really holds.
@@ -1164,7 +1168,7 @@ def _small_ext(code: int, payload: bytes) -> Any:
     h = _HEADER_LEN_BY_SIZE.get(n)
     hit = None if h is None else _HEADERS.get(payload[:h])
     if hit is None or hit[3] != n:
-      hit = _parse_and_cache_header(payload)
+      hit = _parse_and_cache_header(payload, 0, n)
     shape, dtype, h, _ = hit
     if h == n:  # no data: zero-size array
       arr = np.zeros(shape, dtype)
@@ -1182,13 +1186,17 @@ def _small_ext(code: int, payload: bytes) -> Any:
   return msgpack.ExtType(code, payload)
 
 
-def _parse_and_cache_header(payload: bytes) -> tuple[tuple[int, ...], np.dtype, int, int]:
-  n = len(payload)
-  shape, dtype, h = _ndarray_header(payload, 0, n)
+def _parse_and_cache_header(
+  buf: Any, start: int, n: int
+) -> tuple[tuple[int, ...], np.dtype, int, int]:
+  """Parses the header of the ext payload ``buf[start:start + n]`` and caches it:
+  (shape, dtype, header length, payload length)."""
+  shape, dtype, data_pos = _ndarray_header(buf, start, start + n)
   if len(_HEADERS) >= _MAX_CACHED_HEADERS:
     _HEADERS.clear()
     _HEADER_LEN_BY_SIZE.clear()
-  entry = _HEADERS[payload[:h]] = (shape, dtype, h, n)
+  h = data_pos - start
+  entry = _HEADERS[bytes(buf[start:data_pos])] = (shape, dtype, h, n)
   _HEADER_LEN_BY_SIZE[n] = h
   return entry
 

@@ -446,6 +446,22 @@ def test_same_payload_length_different_headers():
   assert same(back, tree)
 
 
+@pytest.mark.parametrize('source', ['bytes', 'file'])
+def test_cached_big_array_header_does_not_hide_a_corrupt_one(source):
+  big = np.arange(5_000, dtype=np.float32)
+  tree = {'a': big, 'b': big + 1}
+  encoded = serialization.to_bytes(tree)
+  restore = (lambda data: serialization.read_bytes(io.BytesIO(data))) if source == 'file' else (
+    serialization.msgpack_restore)
+  assert same(restore(encoded), tree)  # caches the (5000,) float32 header
+  second = encoded.rindex(b'float32')
+  for wrong, problem in ((b'float33', 'unsupported dtype'), (b'float64', 'needs 40000 bytes')):
+    corrupt = encoded[:second] + wrong + encoded[second + len(wrong):]
+    with pytest.raises(errors.MsgpackDecodeError, match=f'at "./b".*{problem}'):
+      restore(corrupt)
+  assert same(restore(encoded), tree)
+
+
 def test_mixed_small_and_large_arrays_restore_writable():
   tree = {'small': np.arange(3, dtype=np.float32), 'big': np.arange(10_000, dtype=np.float64),
           'scalar': np.int32(4), 'nested': [{'s': np.ones((2, 2), np.int8)}]}
