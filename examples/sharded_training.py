@@ -169,7 +169,7 @@ def parse_mesh(text: str) -> tuple[int, int]:
   try:
     data, model = (int(n) for n in text.lower().split('x'))
   except ValueError:
-    raise argparse.ArgumentTypeError(f'--mesh expects DATAxMODEL such as 2x4, got {text!r}')
+    raise argparse.ArgumentTypeError(f'--mesh expects DATAxMODEL such as 2x4, got {text!r}') from None
   return data, model
 
 

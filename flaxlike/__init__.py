@@ -10,21 +10,21 @@ from flaxlike import errors as errors
 from flaxlike import linen as linen
 from flaxlike import serialization as serialization
 from flaxlike import struct as struct
-from flaxlike import traverse_util as traverse_util
 from flaxlike import training as training
+from flaxlike import traverse_util as traverse_util
 from flaxlike.configurations import config as config
 from flaxlike.linen import *  # noqa: F403  (the Linen namespace, listed in linen/__init__)
 from flaxlike.linen import activation as activation
+from flaxlike.linen import attention as attention
 from flaxlike.linen import batch_apply as batch_apply
 from flaxlike.linen import combinators as combinators
 from flaxlike.linen import dtypes as dtypes
 from flaxlike.linen import initializers as initializers
 from flaxlike.linen import linear as linear
 from flaxlike.linen import module as module
-from flaxlike.linen import attention as attention
 from flaxlike.linen import normalization as normalization
-from flaxlike.linen import recurrent as recurrent
 from flaxlike.linen import pooling as pooling
+from flaxlike.linen import recurrent as recurrent
 from flaxlike.linen import spmd as spmd
 from flaxlike.linen import stochastic as stochastic
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _TRUE_STRINGS = frozenset({'1', 'true', 'yes', 'on', 't', 'y'})
 _FALSE_STRINGS = frozenset({'0', 'false', 'no', 'off', 'f', 'n', ''})

@@ -298,15 +298,22 @@ def test_lazy_init_rejects_data_dependent_variables():
 # -- design tests: plain models written against the engine alone ---------------------------------
 
 
+def _jitted_mean_square_loss(model, x):
+  apply = core.apply(model)
+
+  @jax.jit
+  def loss(params):
+    return jnp.mean(apply({'params': params}, x) ** 2)
+
+  return loss
+
+
 def test_design_mlp_and_residual_net_train_with_jit():
   x = jnp.linspace(-1, 1, 24).reshape(8, 3)
   for model in (mlp, residual_net):
     _, variables = core.init(model)(KEY, x)
     params = variables['params']
-
-    @jax.jit
-    def loss(params):
-      return jnp.mean(core.apply(model)({'params': params}, x) ** 2)
+    loss = _jitted_mean_square_loss(model, x)
 
     grads = jax.grad(loss)(params)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)

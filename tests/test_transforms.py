@@ -43,7 +43,7 @@ class UnrolledModel(nn.Module):
 
 def _unstack(params):
   stacked = params['layers']
-  out = {f'layer_{i}': jax.tree_util.tree_map(lambda a: a[i], stacked) for i in range(LAYERS)}
+  out = {f'layer_{i}': jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(LAYERS)}
   out['Dense_0'] = params['Dense_0']
   return out
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Hashable, Iterator, TypeVar
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import jax
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Collection, Mapping
-from typing import Any, Callable, Generic, Iterable, TypeVar, Union
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Generic, TypeVar
 
 import jax
 import numpy as np
@@ -58,7 +58,7 @@ class DenyList:
   deny: Any
 
 
-Filter = Union[bool, str, Collection[str], DenyList]
+Filter = bool | str | Collection[str] | DenyList
 CollectionFilter = Filter
 
 

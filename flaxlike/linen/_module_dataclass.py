@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flaxlike import errors
 from flaxlike.linen._module_calls import wrap_class_methods

@@ -8,7 +8,8 @@ module onto it, runs the method and invalidates the scope.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jax
 

@@ -16,7 +16,8 @@ attributes stay hashable.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flaxlike.configurations import config
 from flaxlike.core.frozen_dict import FrozenDict

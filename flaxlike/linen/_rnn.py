@@ -11,7 +11,8 @@ stays at the end), so a backward RNN starts at each sequence's last real element
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,12 @@ from flaxlike.linen._module_init_apply import InitApplyMixin
 from flaxlike.linen._module_init_apply import apply as apply
 from flaxlike.linen._module_init_apply import init as init
 from flaxlike.linen._module_init_apply import init_with_output as init_with_output
-from flaxlike.linen._module_state import _ModuleState, _SetupState, _unspecified_parent, _UnspecifiedParent
+from flaxlike.linen._module_state import (
+  _ModuleState,
+  _SetupState,
+  _unspecified_parent,
+  _UnspecifiedParent,
+)
 
 T = TypeVar('T')
 PRNGKey = Any

@@ -9,8 +9,8 @@ so statistics cover the whole batch under ``jax.vmap``/``pmap``/``shard_map``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -10,8 +10,8 @@ layers ``hi, hf, hg, ho`` (with bias); ``GRUCell`` has ``ir, iz, in`` (bias), ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -566,4 +566,8 @@ __all__ = [
   'RNNCellBase', 'LSTMCell', 'OptimizedLSTMCell', 'GRUCell', 'MGUCell', 'SimpleCell',
   'ConvLSTMCell', 'DenseParams', 'RNN', 'Bidirectional', 'RNNBase', 'flip_sequences',
 ]
-from flaxlike.linen._rnn import RNN as RNN, Bidirectional as Bidirectional, RNNBase as RNNBase, flip_sequences as flip_sequences  # noqa: E402,F401
+# _rnn builds on the cells above and imports this module, so its names come in last.
+from flaxlike.linen._rnn import RNN as RNN  # noqa: E402
+from flaxlike.linen._rnn import Bidirectional as Bidirectional  # noqa: E402
+from flaxlike.linen._rnn import RNNBase as RNNBase  # noqa: E402
+from flaxlike.linen._rnn import flip_sequences as flip_sequences  # noqa: E402

@@ -9,7 +9,8 @@ summary of a large model costs a trace, not a forward pass. No dependency beyond
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np

@@ -24,7 +24,8 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import numpy as np

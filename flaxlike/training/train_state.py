@@ -6,7 +6,8 @@ Its state dict is ``{'step', 'params', 'opt_state'}`` in that order, as in Flax,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optax
 

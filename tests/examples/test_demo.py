@@ -18,7 +18,7 @@ from tests.examples._load import EXAMPLES_DIR, load_example
 # demo.py imports its sibling png_plot by name, as it does when run as a script.
 sys.path.insert(0, str(EXAMPLES_DIR))
 demo = load_example('demo')
-import png_plot
+import png_plot  # noqa: E402 - importable only once EXAMPLES_DIR is on sys.path
 
 
 def read_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:

@@ -6,7 +6,8 @@ Shared by ``descriptors.py`` (part A layers) and ``descriptors_b.py`` (part B la
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)

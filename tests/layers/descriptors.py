@@ -16,9 +16,6 @@ import flaxlike as nn
 from tests.layers.descriptor_base import LayerDescriptor
 
 
-
-
-
 def _x(*shape, seed=0):
   return np.random.RandomState(seed).standard_normal(shape)
 

@@ -9,15 +9,11 @@ Inputs always have a leading batch axis.
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 
 import flaxlike as nn
 from tests.layers.descriptor_base import LayerDescriptor
-
-
-
 
 
 def _x(*shape, seed=0):

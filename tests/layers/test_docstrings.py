@@ -26,14 +26,12 @@ def _attributes_section(doc):
   """The names documented under ``Attributes:``: lines ``name: ...`` at the first
   entry's indentation, up to the first line indented no deeper than the header."""
   lines = doc.splitlines()
-  for i, line in enumerate(lines):
-    if line.strip() == 'Attributes:':
-      header = len(line) - len(line.lstrip())
-      break
-  else:
+  starts = [i for i, line in enumerate(lines) if line.strip() == 'Attributes:']
+  if not starts:
     return None
+  header = len(lines[starts[0]]) - len(lines[starts[0]].lstrip())
   names, entry_indent = set(), None
-  for line in lines[i + 1:]:
+  for line in lines[starts[0] + 1:]:
     if not line.strip():
       continue
     depth = len(line) - len(line.lstrip())
