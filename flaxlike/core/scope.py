@@ -406,7 +406,8 @@ class Scope:
     self.parent = parent
     self.path = path
     self.rngs: dict[str, LazyRng] = dict(rngs) if rngs else {}
-    self.rng_counters: dict[str, int] = {}
+    # RNG stream name -> draws so far, and (_CHILD_COUNTERS, child name) -> that child's table.
+    self.rng_counters: dict[str | tuple[str, str], Any] = {}
     self.reservations: dict[str, set[str | None]] = {}
     self._children: dict[str, Scope] = {}
     self._col_dicts: dict[str, dict] = {}
