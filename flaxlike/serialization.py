@@ -1046,15 +1046,11 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
   # The header is parsed in place; for files, make sure all of it is buffered first.
   src.need(min(n, _MAX_NDARRAY_HEADER), path, 'an ndarray header')
   start = src.pos
-  h = _HEADER_LEN_BY_SIZE.get(n)
-  hit = None if h is None else _HEADERS.get(bytes(src.buf[start : start + h]))
-  if hit is None or hit[3] != n:
-    try:
-      hit = _parse_and_cache_header(src.buf, start, n)
-    except _Invalid as e:
-      src.pos = e.offset if e.offset is not None else src.pos
-      raise
-  shape, dtype, h, _ = hit
+  try:
+    shape, dtype, h = _ndarray_header_cached(src.buf, start, n)
+  except _Invalid as e:
+    src.pos = e.offset if e.offset is not None else src.pos
+    raise
   src.pos = start + h
   nbytes = n - h
   if src.size is None and nbytes > _UNKNOWN_SIZE_PIECE:
@@ -1165,11 +1161,13 @@ def _small_ext(code: int, payload: bytes) -> Any:
       # Big arrays go through the parser, which copies their data once, straight from the
       # input into the new array; the C decoder has already made one copy by now.
       raise _SlowPath
+    # _ndarray_header_cached's lookup, inlined: this runs once per small array.
     h = _HEADER_LEN_BY_SIZE.get(n)
     hit = None if h is None else _HEADERS.get(payload[:h])
-    if hit is None or hit[3] != n:
-      hit = _parse_and_cache_header(payload, 0, n)
-    shape, dtype, h, _ = hit
+    if hit is not None and hit[3] == n:
+      shape, dtype = hit[0], hit[1]
+    else:
+      shape, dtype, h = _ndarray_header_cached(payload, 0, n)
     if h == n:  # no data: zero-size array
       arr = np.zeros(shape, dtype)
     else:
@@ -1186,19 +1184,22 @@ def _small_ext(code: int, payload: bytes) -> Any:
   return msgpack.ExtType(code, payload)
 
 
-def _parse_and_cache_header(
-  buf: Any, start: int, n: int
-) -> tuple[tuple[int, ...], np.dtype, int, int]:
-  """Parses the header of the ext payload ``buf[start:start + n]`` and caches it:
-  (shape, dtype, header length, payload length)."""
+def _ndarray_header_cached(buf: Any, start: int, n: int) -> tuple[tuple[int, ...], np.dtype, int]:
+  """``_ndarray_header`` of the ext payload ``buf[start:start + n]`` through the cache:
+  (shape, dtype, header length)."""
+  h = _HEADER_LEN_BY_SIZE.get(n)
+  if h is not None:
+    hit = _HEADERS.get(bytes(buf[start : start + h]))
+    if hit is not None and hit[3] == n:
+      return hit[0], hit[1], h
   shape, dtype, data_pos = _ndarray_header(buf, start, start + n)
   if len(_HEADERS) >= _MAX_CACHED_HEADERS:
     _HEADERS.clear()
     _HEADER_LEN_BY_SIZE.clear()
   h = data_pos - start
-  entry = _HEADERS[bytes(buf[start:data_pos])] = (shape, dtype, h, n)
+  _HEADERS[bytes(buf[start:data_pos])] = (shape, dtype, h, n)
   _HEADER_LEN_BY_SIZE[n] = h
-  return entry
+  return shape, dtype, h
 
 
 def _check_tree(x: Any, level: int, chain: bool) -> Any:
