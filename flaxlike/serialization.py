@@ -685,6 +685,9 @@ class _Source:
     self.base = 0  # stream offset of self.buf[0]
     # In-memory big array data: (destination bytes, source offset), copied at the end.
     self.pending: list[tuple[np.ndarray, int]] = []
+    # id() of each array whose data is still pending -> its index in `pending`, so that a
+    # chunked array reassembled before the copies run can take over its chunks' copies.
+    self.deferred: dict[int, int] = {}
     if fileobj is None:
       self.buf = data if isinstance(data, bytes) else memoryview(data).cast('B')
       self.size: int | None = len(self.buf)
@@ -808,7 +811,7 @@ def _decode(src: _Source) -> Any:
         value = top.container
         if top.is_map and top.chain and _CHUNK_KEY in value:
           try:
-            value = _unchunk(value)
+            value = _unchunk(value, src)
           except _Invalid as e:
             raise src.fail(e.problem, top.path) from None
       else:
@@ -1070,6 +1073,7 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
                                                          np.uint8)
     else:
       src.need(nbytes, path, 'array data')
+      src.deferred[id(arr)] = len(src.pending)
       src.pending.append((arr.reshape(-1).view(np.uint8), src.pos))
       src.pos += nbytes
   return arr
@@ -1119,7 +1123,7 @@ def _copy_pending(src: _Source) -> None:
     future.result()
 
 
-def _unchunk(d: dict) -> np.ndarray:
+def _unchunk(d: dict, src: _Source | None = None) -> np.ndarray:
   shape_d, chunks_d = d.get('shape'), d.get('chunks')
   if type(shape_d) is not dict or type(chunks_d) is not dict or not chunks_d:
     raise _Invalid('a chunked array needs "shape" and non-empty "chunks" maps')
@@ -1137,7 +1141,21 @@ def _unchunk(d: dict) -> np.ndarray:
   total = sum(c.size for c in chunks)
   if total != math.prod(shape):
     raise _Invalid(f'chunks hold {total} elements but the shape is {shape}')
-  return np.concatenate(chunks).reshape(shape)
+  out = np.empty(shape, chunks[0].dtype)
+  out_bytes = out.reshape(-1).view(np.uint8)
+  start = 0
+  for chunk in chunks:
+    end = start + chunk.nbytes
+    job = src.deferred.pop(id(chunk), None) if src is not None else None
+    if job is None:
+      out_bytes[start:end] = chunk.view(np.uint8)
+    else:
+      # The chunk's data has not been copied out of the input yet (big arrays of in-memory
+      # documents are filled after the whole document validates): copy it straight into
+      # its place in the reassembled array instead, still once.
+      src.pending[job] = (out_bytes[start:end], src.pending[job][1])
+    start = end
+  return out
 
 
 class _SlowPath(Exception):

@@ -164,6 +164,71 @@ def test_chunked_round_trip_lowered_threshold(monkeypatch):
   assert same(serialization.msgpack_restore(serialization.to_bytes(tree)), tree)
 
 
+# Chunk sizes around every size threshold of the reader: small arrays decoded inline,
+# big ones (_BIG and up) copied after the document validates, copies on threads
+# (_PARALLEL_COPY_MIN_BYTES), file reads in _READ_BLOCK pieces and unknown-size streams
+# read in _UNKNOWN_SIZE_PIECE pieces. A chunked array must come back whole from each.
+_CHUNK_BYTES = sorted({
+  n
+  for limit in ('_BIG', '_READ_BLOCK', '_PARALLEL_COPY_MIN_BYTES', '_UNKNOWN_SIZE_PIECE')
+  for n in (getattr(serialization, limit) - 8, getattr(serialization, limit),
+            getattr(serialization, limit) + 8)
+})
+
+
+class _UnknownSizeStream(io.RawIOBase):
+  """A readable stream that cannot seek, so the reader cannot know its size."""
+
+  def __init__(self, data: bytes):
+    self._inner = io.BytesIO(data)
+
+  def readable(self):
+    return True
+
+  def readinto(self, b):
+    return self._inner.readinto(b)
+
+
+@pytest.mark.parametrize('chunk_bytes', _CHUNK_BYTES)
+@pytest.mark.parametrize('source', ['bytes', 'bytearray', 'memoryview', 'file', 'stream'])
+def test_chunked_arrays_restore_at_every_size_threshold(monkeypatch, tmp_path, chunk_bytes,
+                                                        source):
+  monkeypatch.setattr(serialization, '_PARALLEL_COPY_MIN_BYTES',
+                      min(serialization._PARALLEL_COPY_MIN_BYTES, 2 * chunk_bytes))
+  n = 2 * chunk_bytes // 4 + 3  # two full float32 chunks and a short third one
+  tree = {'w': np.arange(n, dtype=np.float32), 'b': {'v': np.arange(5, dtype=np.int8)},
+          'x': np.arange(n // 2, dtype=np.float32).reshape(-1, 1)}
+  monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', chunk_bytes)
+  data = serialization.to_bytes(tree)
+  assert len(msgpack_unpack(data)['w']['chunks']) == 3
+  monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', 2**30)
+  if source == 'file':
+    path = tmp_path / 'c.msgpack'
+    path.write_bytes(data)
+    with open(path, 'rb') as f:
+      back = serialization.from_bytes(None, f)
+  elif source == 'stream':
+    back = serialization.from_bytes(None, io.BufferedReader(_UnknownSizeStream(data)))
+  else:
+    encoded = {'bytes': data, 'bytearray': bytearray(data), 'memoryview': memoryview(data)}
+    back = serialization.msgpack_restore(encoded[source])
+    assert same(serialization.from_bytes(tree, encoded[source], strict=True), tree)
+  assert same(back, tree)
+  assert back['w'].flags.writeable and back['w'].flags.owndata
+
+
+def test_chunked_array_after_reassembly_does_not_alias_input():
+  old = serialization.MAX_CHUNK_SIZE
+  serialization.MAX_CHUNK_SIZE = serialization._BIG
+  try:
+    data = bytearray(serialization.to_bytes({'w': np.arange(20_000, dtype=np.float32)}))
+  finally:
+    serialization.MAX_CHUNK_SIZE = old
+  back = serialization.msgpack_restore(data)
+  data[:] = bytes(len(data))
+  np.testing.assert_array_equal(back['w'], np.arange(20_000, dtype=np.float32))
+
+
 # --- beyond flax -------------------------------------------------------------------------
 
 
