@@ -67,8 +67,9 @@ def peak_flops(device: Any) -> float | None:
 # -- models ----------------------------------------------------------------------------------
 
 
-def make_lm(nn: Any, vocab: int, layers: int, d: int, heads: int, scanned: bool, remat: bool,
-            dtype: Any) -> Any:
+def make_lm(
+  nn: Any, vocab: int, layers: int, d: int, heads: int, scanned: bool, remat: bool, dtype: Any
+) -> Any:
   """GPT-2-style decoder: token + learned position embeddings, pre-LN blocks, tied head."""
 
   class Block(nn.Module):
@@ -91,8 +92,9 @@ def make_lm(nn: Any, vocab: int, layers: int, d: int, heads: int, scanned: bool,
       pos = self.param('pos_embedding', nn.initializers.normal(0.02), (tokens.shape[1], d))
       x = (embed(tokens) + pos).astype(dtype)
       if scanned:
-        stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True},
-                        length=layers)
+        stack = nn.scan(
+          block, variable_axes={'params': 0}, split_rngs={'params': True}, length=layers
+        )
         x, _ = stack()(x, None)
       else:
         for _ in range(layers):
@@ -126,8 +128,16 @@ def adamw_train_step(loss_fn: Callable[..., Any]) -> tuple[Any, Callable[..., An
 
 def lm_case(nn: Any, args: Any, scanned: bool, key: Any) -> tuple[Callable[[], float], float]:
   """A step timer for the LM and the model FLOPs of one step."""
-  model = make_lm(nn, args.vocab, args.layers, args.d_model, args.heads, scanned, args.remat,
-                  jnp.dtype(args.dtype))
+  model = make_lm(
+    nn,
+    args.vocab,
+    args.layers,
+    args.d_model,
+    args.heads,
+    scanned,
+    args.remat,
+    jnp.dtype(args.dtype),
+  )
   tokens = jax.random.randint(key, (args.batch, args.seq + 1), 0, args.vocab)
   batch = (tokens[:, :-1], tokens[:, 1:])
   params = jax.jit(model.init)(key, batch[0])['params']
@@ -136,7 +146,9 @@ def lm_case(nn: Any, args: Any, scanned: bool, key: Any) -> tuple[Callable[[], f
     logits = model.apply({'params': params}, batch[0])
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean(), state
 
-  flops = lm_flops_per_token(args.vocab, args.layers, args.d_model, args.seq) * args.batch * args.seq
+  flops = (
+    lm_flops_per_token(args.vocab, args.layers, args.d_model, args.seq) * args.batch * args.seq
+  )
   return step_timer(loss_fn, params, {}, batch, args.steps), flops
 
 
@@ -144,8 +156,9 @@ def resnet_case(nn: Any, args: Any, key: Any) -> tuple[Callable[[], float], floa
   """A step timer for ResNet-50 and the model FLOPs of one step."""
   stages, width = ((1, 1, 1, 1), 8) if args.tiny else ((3, 4, 6, 3), 64)
   model = make_resnet50(nn, num_classes=1000, stage_sizes=stages, width=width)
-  images = jax.random.normal(key, (args.image_batch, args.image_size, args.image_size, 3),
-                             jnp.dtype(args.dtype))
+  images = jax.random.normal(
+    key, (args.image_batch, args.image_size, args.image_size, 3), jnp.dtype(args.dtype)
+  )
   labels = jax.random.randint(key, (args.image_batch,), 0, 1000)
   variables = jax.jit(model.init)(key, images)
   params, state = variables['params'], {'batch_stats': variables['batch_stats']}
@@ -161,8 +174,9 @@ def resnet_case(nn: Any, args: Any, key: Any) -> tuple[Callable[[], float], floa
   return step_timer(loss_fn, params, state, (images, labels), args.steps), flops
 
 
-def step_timer(loss_fn: Callable[..., Any], params: Any, state: Any, batch: Any,
-               steps: int) -> Callable[[], float]:
+def step_timer(
+  loss_fn: Callable[..., Any], params: Any, state: Any, batch: Any, steps: int
+) -> Callable[[], float]:
   """Compiles the step and runs two warm-up steps; the timer runs ``steps`` steps and
   returns seconds per step."""
   tx, step = adamw_train_step(loss_fn)
@@ -188,11 +202,15 @@ def step_timer(loss_fn: Callable[..., Any], params: Any, state: Any, batch: Any,
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--nn', nargs='+', default=None, help='namespaces to compare')
   parser.add_argument('--tiny', action='store_true', help='tiny shapes for a CPU smoke test')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--steps', type=int, default=None, help='steps per repetition (default 10, tiny 2)')
+  parser.add_argument(
+    '--steps', type=int, default=None, help='steps per repetition (default 10, tiny 2)'
+  )
   parser.add_argument('--batch', type=int, default=None, help='LM batch (default 8)')
   parser.add_argument('--seq', type=int, default=None, help='LM sequence length (default 1024)')
   parser.add_argument('--image-batch', type=int, default=None, help='ResNet batch (default 128)')
@@ -201,7 +219,9 @@ def main() -> None:
   parser.add_argument('--only', choices=['lm', 'resnet'], default=None)
   args = parser.parse_args()
   tiny = args.tiny
-  args.vocab, args.layers, args.d_model, args.heads = (256, 2, 64, 4) if tiny else (50257, 12, 768, 12)
+  args.vocab, args.layers, args.d_model, args.heads = (
+    (256, 2, 64, 4) if tiny else (50257, 12, 768, 12)
+  )
   args.steps = args.steps or (2 if tiny else 10)
   args.batch = args.batch or (2 if tiny else 8)
   args.seq = args.seq or (32 if tiny else 1024)
@@ -213,11 +233,15 @@ def main() -> None:
   modules = {n: importlib.import_module(n) for n in namespaces}
   device = jax.devices()[0]
   peak = peak_flops(device)
-  print(f'jax {jax.__version__}, {device.platform} {device.device_kind!r} x{jax.device_count()}, '
-        f'peak {f"{peak / 1e12:.0f} TFLOP/s bf16" if peak else "unknown (no MFU)"}, '
-        f'compute {args.dtype}, namespaces {namespaces}' + (' (tiny)' if tiny else ''))
+  print(
+    f'jax {jax.__version__}, {device.platform} {device.device_kind!r} x{jax.device_count()}, '
+    f'peak {f"{peak / 1e12:.0f} TFLOP/s bf16" if peak else "unknown (no MFU)"}, '
+    f'compute {args.dtype}, namespaces {namespaces}' + (' (tiny)' if tiny else '')
+  )
   if device.platform == 'cpu' and not tiny:
-    print('warning: no accelerator; full shapes on CPU take very long (use --tiny)', file=sys.stderr)
+    print(
+      'warning: no accelerator; full shapes on CPU take very long (use --tiny)', file=sys.stderr
+    )
 
   key = jax.random.PRNGKey(0)
   cases: dict[str, tuple[str, float]] = {}  # label -> (unit, items per step)
@@ -241,16 +265,20 @@ def main() -> None:
     for k, (timer, _) in timers.items():  # alternate namespaces and workloads
       times[k].append(timer())
 
-  print(f'{"train step (AdamW)":44s} {"namespace":11s} {"step ms":>9s} {"min-max":>15s} '
-        f'{"throughput":>18s} {"TFLOP/s":>8s} {"MFU":>6s}')
+  print(
+    f'{"train step (AdamW)":44s} {"namespace":11s} {"step ms":>9s} {"min-max":>15s} '
+    f'{"throughput":>18s} {"TFLOP/s":>8s} {"MFU":>6s}'
+  )
   for (label, n), ts in times.items():
     unit, items = cases[label]
     step = statistics.median(ts)
     flops = timers[(label, n)][1]
     mfu = f'{flops / step / peak:.1%}' if peak and flops else 'n/a'
     span = f'{min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}'
-    print(f'{label:44s} {n:11s} {step * 1e3:9.2f} {span:>15s} {items / step:>9.0f} {unit:8s} '
-          f'{flops / step / 1e12:8.2f} {mfu:>6s}')
+    print(
+      f'{label:44s} {n:11s} {step * 1e3:9.2f} {span:>15s} {items / step:>9.0f} {unit:8s} '
+      f'{flops / step / 1e12:8.2f} {mfu:>6s}'
+    )
 
 
 if __name__ == '__main__':

@@ -105,7 +105,9 @@ def make_resnet50(
       y = nn.Conv(self.filters * 4, (1, 1), use_bias=False)(y)
       y = nn.BatchNorm(use_running_average=False)(y)
       if residual.shape != y.shape:
-        residual = nn.Conv(self.filters * 4, (1, 1), (self.strides, self.strides), use_bias=False)(x)
+        residual = nn.Conv(self.filters * 4, (1, 1), (self.strides, self.strides), use_bias=False)(
+          x
+        )
         residual = nn.BatchNorm(use_running_average=False)(residual)
       return nn.relu(residual + y)
 
@@ -191,7 +193,10 @@ def _layer_norm_init(d: int) -> Any:
 def raw_block_init(key: Any, d: int, heads: int) -> Any:
   keys = jax.random.split(key, 6)
   attn = {
-    name: {'kernel': _dense_init(keys[i], (d, heads, d // heads)), 'bias': jnp.zeros((heads, d // heads))}
+    name: {
+      'kernel': _dense_init(keys[i], (d, heads, d // heads)),
+      'bias': jnp.zeros((heads, d // heads)),
+    }
     for i, name in enumerate(('query', 'key', 'value'))
   }
   attn['out'] = {'kernel': _dense_init(keys[3], (heads, d // heads, d)), 'bias': jnp.zeros((d,))}
@@ -217,7 +222,9 @@ def raw_block(p: Any, x: Any) -> Any:
   h = _layer_norm(p['LayerNorm_0'], x)
   attn = p['MultiHeadDotProductAttention_0']
   q, k, v = (_dense(attn[n], h) for n in ('query', 'key', 'value'))
-  w = jax.nn.softmax(jnp.einsum('bqhk,bthk->bhqt', q / np.sqrt(q.shape[-1]).astype(q.dtype), k), axis=-1)
+  w = jax.nn.softmax(
+    jnp.einsum('bqhk,bthk->bhqt', q / np.sqrt(q.shape[-1]).astype(q.dtype), k), axis=-1
+  )
   o = jnp.einsum('bhqt,bthk->bqhk', w, v)
   x = x + _dense(attn['out'], o, contract=2)
   h = _layer_norm(p['LayerNorm_1'], x)
@@ -237,18 +244,26 @@ def raw_transformer_apply(params: Any, x: Any, depth: int, scanned: bool = False
 def raw_transformer_init(key: Any, x: Any, depth: int, heads: int, scanned: bool = False) -> Any:
   d = x.shape[-1]
   if scanned:
-    params = {'blocks': jax.vmap(lambda k: raw_block_init(k, d, heads))(jax.random.split(key, depth))}
+    params = {
+      'blocks': jax.vmap(lambda k: raw_block_init(k, d, heads))(jax.random.split(key, depth))
+    }
   else:
-    params = {f'Block_{i}': raw_block_init(jax.random.fold_in(key, i), d, heads) for i in range(depth)}
+    params = {
+      f'Block_{i}': raw_block_init(jax.random.fold_in(key, i), d, heads) for i in range(depth)
+    }
   params['LayerNorm_0'] = _layer_norm_init(d)
   return raw_transformer_apply(params, x, depth, scanned), params
 
 
 def _conv(x: Any, kernel: Any, strides: tuple[int, int] = (1, 1)) -> Any:
-  return jax.lax.conv_general_dilated(x, kernel, strides, 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_general_dilated(
+    x, kernel, strides, 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
-def _batch_norm(p: Any, stats: Any, x: Any, momentum: float = 0.99, eps: float = 1e-5) -> tuple[Any, Any]:
+def _batch_norm(
+  p: Any, stats: Any, x: Any, momentum: float = 0.99, eps: float = 1e-5
+) -> tuple[Any, Any]:
   """Training-mode batch norm over all but the feature axis: output and updated statistics."""
   mean2 = jnp.mean(jnp.square(x), (0, 1, 2))
   mean = jnp.mean(x, (0, 1, 2))
@@ -293,7 +308,11 @@ def raw_resnet50_apply(
 
 
 def raw_resnet50_init(
-  key: Any, x: Any, stage_sizes: tuple[int, ...] = (3, 4, 6, 3), width: int = 64, num_classes: int = 10
+  key: Any,
+  x: Any,
+  stage_sizes: tuple[int, ...] = (3, 4, 6, 3),
+  width: int = 64,
+  num_classes: int = 10,
 ) -> tuple[Any, Any]:
   """Creates ``make_resnet50``'s variables (Linen's initializers and layout) and runs the
   forward pass, as ``init`` does: (logits, variables)."""
@@ -303,7 +322,10 @@ def raw_resnet50_init(
     return {'kernel': _dense_init(next(keys), (size, size, c_in, c_out))}
 
   def norm(c: int) -> tuple[Any, Any]:
-    return {'scale': jnp.ones((c,)), 'bias': jnp.zeros((c,))}, {'mean': jnp.zeros((c,)), 'var': jnp.ones((c,))}
+    return {'scale': jnp.ones((c,)), 'bias': jnp.zeros((c,))}, {
+      'mean': jnp.zeros((c,)),
+      'var': jnp.ones((c,)),
+    }
 
   params: dict[str, Any] = {'Conv_0': conv(x.shape[-1], width, 7)}
   stats: dict[str, Any] = {}
@@ -315,13 +337,17 @@ def raw_resnet50_init(
       p: dict[str, Any] = {}
       s: dict[str, Any] = {}
       for i, (c0, c1, size) in enumerate(
-        [(c_in, filters, 1), (filters, filters, 3), (filters, 4 * filters, 1)] + ([(c_in, 4 * filters, 1)] if b == 0 else [])
+        [(c_in, filters, 1), (filters, filters, 3), (filters, 4 * filters, 1)]
+        + ([(c_in, 4 * filters, 1)] if b == 0 else [])
       ):
         p[f'Conv_{i}'] = conv(c0, c1, size)
         p[f'BatchNorm_{i}'], s[f'BatchNorm_{i}'] = norm(c1)
       params[f'Bottleneck_{block}'], stats[f'Bottleneck_{block}'] = p, s
       c_in, block = 4 * filters, block + 1
-  params['Dense_0'] = {'kernel': _dense_init(next(keys), (c_in, num_classes)), 'bias': jnp.zeros((num_classes,))}
+  params['Dense_0'] = {
+    'kernel': _dense_init(next(keys), (c_in, num_classes)),
+    'bias': jnp.zeros((num_classes,)),
+  }
   variables = {'params': params, 'batch_stats': stats}
   logits, _ = raw_resnet50_apply(variables, x, stage_sizes)
   return logits, variables
@@ -373,7 +399,9 @@ def compile_step_seconds(apply_fn: Callable[[Any, Any], Any], params: Any, x: An
   return time.perf_counter() - start
 
 
-def steady_step_timer(apply_fn: Callable[[Any, Any], Any], params: Any, x: Any, steps: int) -> Callable[[], float]:
+def steady_step_timer(
+  apply_fn: Callable[[Any, Any], Any], params: Any, x: Any, steps: int
+) -> Callable[[], float]:
   """Compiles the AdamW step once; the returned timer runs ``steps`` steps, returns s/step."""
   tx, step = adamw_step(apply_fn)
   jitted = jax.jit(step)
@@ -396,7 +424,13 @@ Workloads = dict[str, Callable[[], float]]
 def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
   """Every timed workload of one namespace, keyed by the row label."""
   w: Workloads = {}
-  depth, width, layers, d, heads = cfg['mlp_depth'], cfg['mlp_width'], cfg['layers'], cfg['d_model'], cfg['heads']
+  depth, width, layers, d, heads = (
+    cfg['mlp_depth'],
+    cfg['mlp_width'],
+    cfg['layers'],
+    cfg['d_model'],
+    cfg['heads'],
+  )
   x_mlp, x_tr, x_tiny = cfg['x_mlp'], cfg['x_tr'], cfg['x_tiny']
   mlp = make_mlp(nn, depth, width)
   mlp_vars = mlp.init(key, x_mlp)
@@ -405,8 +439,12 @@ def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
     tr = make_transformer(nn, layers, d, heads, scanned)
     tr_vars = jax.eval_shape(tr.init, key, x_tr)
-    w[f'trace init, {layers}-layer Transformer{tag}'] = lambda tr=tr: trace_seconds(tr.init, key, x_tr)
-    w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda tr=tr, v=tr_vars: trace_seconds(tr.apply, v, x_tr)
+    w[f'trace init, {layers}-layer Transformer{tag}'] = lambda tr=tr: trace_seconds(
+      tr.init, key, x_tr
+    )
+    w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda tr=tr, v=tr_vars: trace_seconds(
+      tr.apply, v, x_tr
+    )
   tiny = make_mlp(nn, 2, 16)
   tiny_vars = tiny.init(key, x_tiny)
   w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: tiny.apply(tiny_vars, x_tiny))
@@ -416,17 +454,22 @@ def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
     rn_vars = jax.eval_shape(resnet.init, key, x_img)
     w['trace init, ResNet-50 64x64'] = lambda: trace_seconds(resnet.init, key, x_img)
     w['trace apply, ResNet-50 64x64'] = lambda: trace_seconds(
-      lambda v, x: resnet.apply(v, x, mutable=['batch_stats']), rn_vars, x_img)
+      lambda v, x: resnet.apply(v, x, mutable=['batch_stats']), rn_vars, x_img
+    )
 
   train_models = {f'{depth}-layer MLP': (mlp, x_mlp)}
   xt = cfg['x_train']
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
     train_models[f'{cfg["train_layers"]}-layer Transformer{tag}'] = (
-      make_transformer(nn, cfg['train_layers'], xt.shape[-1], heads, scanned), xt)
+      make_transformer(nn, cfg['train_layers'], xt.shape[-1], heads, scanned),
+      xt,
+    )
   for label, (model, x) in train_models.items():
     params = model.init(key, x)['params']
     apply_fn = lambda p, x, m=model: m.apply({'params': p}, x)
-    w[f'compile AdamW step, {label}'] = lambda f=apply_fn, p=params, x=x: compile_step_seconds(f, p, x)
+    w[f'compile AdamW step, {label}'] = lambda f=apply_fn, p=params, x=x: compile_step_seconds(
+      f, p, x
+    )
     w[f'AdamW step time, {label}'] = steady_step_timer(apply_fn, params, x, cfg['steps'])
   return w
 
@@ -437,30 +480,45 @@ def raw_workloads(cfg: dict[str, Any], key: Any) -> Workloads:
   depth, width, layers, heads = cfg['mlp_depth'], cfg['mlp_width'], cfg['layers'], cfg['heads']
   x_mlp, x_tr, x_tiny = cfg['x_mlp'], cfg['x_tr'], cfg['x_tiny']
   _, mlp_params = raw_mlp_init(key, x_mlp, depth, width)
-  w[f'trace init, {depth}-layer MLP'] = lambda: trace_seconds(lambda k, x: raw_mlp_init(k, x, depth, width), key, x_mlp)
-  w[f'trace apply, {depth}-layer MLP'] = lambda: trace_seconds(lambda p, x: raw_mlp_apply(p, x, depth), mlp_params, x_mlp)
+  w[f'trace init, {depth}-layer MLP'] = lambda: trace_seconds(
+    lambda k, x: raw_mlp_init(k, x, depth, width), key, x_mlp
+  )
+  w[f'trace apply, {depth}-layer MLP'] = lambda: trace_seconds(
+    lambda p, x: raw_mlp_apply(p, x, depth), mlp_params, x_mlp
+  )
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
-    _, params = jax.eval_shape(lambda k, s=scanned: raw_transformer_init(k, x_tr, layers, heads, s), key)
+    _, params = jax.eval_shape(
+      lambda k, s=scanned: raw_transformer_init(k, x_tr, layers, heads, s), key
+    )
     w[f'trace init, {layers}-layer Transformer{tag}'] = lambda s=scanned: trace_seconds(
-      lambda k, x: raw_transformer_init(k, x, layers, heads, s), key, x_tr)
+      lambda k, x: raw_transformer_init(k, x, layers, heads, s), key, x_tr
+    )
     w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda s=scanned, p=params: trace_seconds(
-      lambda p, x: raw_transformer_apply(p, x, layers, s), p, x_tr)
+      lambda p, x: raw_transformer_apply(p, x, layers, s), p, x_tr
+    )
   if cfg['resnet']:
     x_img = cfg['x_img']
     _, rn_vars = jax.eval_shape(lambda k: raw_resnet50_init(k, x_img), key)
     w['trace init, ResNet-50 64x64'] = lambda: trace_seconds(raw_resnet50_init, key, x_img)
     w['trace apply, ResNet-50 64x64'] = lambda: trace_seconds(raw_resnet50_apply, rn_vars, x_img)
   _, tiny_params = raw_mlp_init(key, x_tiny, 2, 16)
-  w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: raw_mlp_apply(tiny_params, x_tiny, 2))
+  w['un-jitted apply, tiny MLP'] = lambda: call_seconds(
+    lambda: raw_mlp_apply(tiny_params, x_tiny, 2)
+  )
 
   xt, n = cfg['x_train'], cfg['train_layers']
   train = {f'{depth}-layer MLP': (lambda p, x: raw_mlp_apply(p, x, depth), mlp_params, x_mlp)}
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
     _, params = raw_transformer_init(key, xt, n, heads, scanned)
     train[f'{n}-layer Transformer{tag}'] = (
-      lambda p, x, s=scanned: raw_transformer_apply(p, x, n, s), params, xt)
+      lambda p, x, s=scanned: raw_transformer_apply(p, x, n, s),
+      params,
+      xt,
+    )
   for label, (apply_fn, params, x) in train.items():
-    w[f'compile AdamW step, {label}'] = lambda f=apply_fn, p=params, x=x: compile_step_seconds(f, p, x)
+    w[f'compile AdamW step, {label}'] = lambda f=apply_fn, p=params, x=x: compile_step_seconds(
+      f, p, x
+    )
     w[f'AdamW step time, {label}'] = steady_step_timer(apply_fn, params, x, cfg['steps'])
   return w
 
@@ -469,10 +527,18 @@ def config(quick: bool) -> dict[str, Any]:
   d, t, layers = (64, 32, 4) if quick else (256, 128, 12)
   train_d, train_t, train_layers = (64, 32, 4) if quick else (128, 64, 12)
   return {
-    'mlp_depth': 100, 'mlp_width': 64, 'x_mlp': jnp.ones((8, 64)),
-    'layers': layers, 'd_model': d, 'heads': 8, 'x_tr': jnp.ones((2, t, d)),
-    'x_tiny': jnp.ones((1, 8)), 'resnet': not quick, 'x_img': jnp.ones((1, 64, 64, 3)),
-    'train_layers': train_layers, 'x_train': jnp.ones((4, train_t, train_d)),
+    'mlp_depth': 100,
+    'mlp_width': 64,
+    'x_mlp': jnp.ones((8, 64)),
+    'layers': layers,
+    'd_model': d,
+    'heads': 8,
+    'x_tr': jnp.ones((2, t, d)),
+    'x_tiny': jnp.ones((1, 8)),
+    'resnet': not quick,
+    'x_img': jnp.ones((1, 64, 64, 3)),
+    'train_layers': train_layers,
+    'x_train': jnp.ones((4, train_t, train_d)),
     'steps': 3 if quick else 10,
   }
 
@@ -503,7 +569,13 @@ def run(namespaces: list[str], repeats: int, quick: bool) -> list[tuple[str, str
   for n, nn in modules.items():
     mlp = make_mlp(nn, cfg['mlp_depth'], cfg['mlp_width'])
     v = mlp.init(key, cfg['x_mlp'])
-    results.append((f'jaxpr eqns, apply {cfg["mlp_depth"]}-layer MLP', n, [float(eqn_count(mlp.apply, v, cfg['x_mlp']))]))
+    results.append(
+      (
+        f'jaxpr eqns, apply {cfg["mlp_depth"]}-layer MLP',
+        n,
+        [float(eqn_count(mlp.apply, v, cfg['x_mlp']))],
+      )
+    )
     for scanned, tag in ((False, ''), (True, ' scan(remat)')):
       tr = make_transformer(nn, cfg['layers'], cfg['d_model'], cfg['heads'], scanned)
       v = jax.eval_shape(tr.init, key, cfg['x_tr'])
@@ -512,14 +584,18 @@ def run(namespaces: list[str], repeats: int, quick: bool) -> list[tuple[str, str
     if cfg['resnet']:
       rn = make_resnet50(nn)
       v = jax.eval_shape(rn.init, key, cfg['x_img'])
-      count = eqn_count(lambda v, x, rn=rn: rn.apply(v, x, mutable=['batch_stats']), v, cfg['x_img'])
+      count = eqn_count(
+        lambda v, x, rn=rn: rn.apply(v, x, mutable=['batch_stats']), v, cfg['x_img']
+      )
       results.append(('jaxpr eqns, apply ResNet-50 64x64', n, [float(count)]))
   return results
 
 
 def print_table(results: list[tuple[str, str, list[float]]], baseline: str) -> None:
   medians = {(w, n): statistics.median(ts) for w, n, ts in results}
-  print(f'{"workload":50s} {"namespace":12s} {"median":>12s} {"min-max":>22s} {"vs " + baseline:>14s}')
+  print(
+    f'{"workload":50s} {"namespace":12s} {"median":>12s} {"min-max":>22s} {"vs " + baseline:>14s}'
+  )
   for workload, name, ts in results:
     med = medians[(workload, name)]
     base = medians.get((workload, baseline))
@@ -543,14 +619,18 @@ TARGETS = [
 
 
 def print_targets(
-  results: list[tuple[str, str, list[float]]], noise: float, same_program: frozenset[str] = frozenset()
+  results: list[tuple[str, str, list[float]]],
+  noise: float,
+  same_program: frozenset[str] = frozenset(),
 ) -> None:
   """Each target with flaxlike's ratio. A timing ratio over the limit by at most
   ``noise`` is reported as '~met' (within noise); equation counts are exact. Step times of
   the train steps in ``same_program`` (compiled to the same XLA program in every
   namespace) are equal by construction, so they are met whatever the noise says."""
   medians = {(w, n): statistics.median(ts) for w, n, ts in results}
-  print(f'targets (flaxlike / baseline; "~met": over the limit by less than {noise:.0%}, i.e. noise):')
+  print(
+    f'targets (flaxlike / baseline; "~met": over the limit by less than {noise:.0%}, i.e. noise):'
+  )
   for prefix, part, baseline, limit in TARGETS:
     for workload in dict.fromkeys(w for w, _, _ in results):
       if not (workload.startswith(prefix) and part in workload):
@@ -589,7 +669,10 @@ def scan_compile_table(modules: dict[str, Any], depths: tuple[int, ...], repeats
         label = 'scan(remat(Block))' if scanned else 'unrolled'
         times = [compile_seconds(make_block_stack(nn, d, 64, scanned)) for d in depths]
         rows.setdefault((label, name), []).append(times)
-  print(f'{"compile value_and_grad":28s} {"namespace":12s} ' + ' '.join(f'{f"depth {d}":>10s}' for d in depths))
+  print(
+    f'{"compile value_and_grad":28s} {"namespace":12s} '
+    + ' '.join(f'{f"depth {d}":>10s}' for d in depths)
+  )
   for (label, name), runs in sorted(rows.items()):
     meds = [statistics.median(col) for col in zip(*runs)]
     print(f'{label:28s} {name:12s} ' + ' '.join(f'{t * 1e3:8.0f}ms' for t in meds))
@@ -603,8 +686,11 @@ def _program_lines(text: str) -> collections.Counter:
   lines = (line.strip() for line in text.splitlines())
   # Source-location tables (file and function names) differ by construction.
   return collections.Counter(
-    line for line in lines
-    if line and '"' not in line and not re.match(r'\d+ ', line)
+    line
+    for line in lines
+    if line
+    and '"' not in line
+    and not re.match(r'\d+ ', line)
     and not re.match(r'(FileNames|FunctionNames|FileLocations|StackFrames)', line)
   )
 
@@ -615,12 +701,18 @@ def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any)
   construction and any measured difference is noise. Returns the labels of the models
   whose step compiles to one program in every namespace."""
   models = {
-    f'{cfg["mlp_depth"]}-layer MLP': (lambda nn: make_mlp(nn, cfg['mlp_depth'], cfg['mlp_width']), cfg['x_mlp']),
+    f'{cfg["mlp_depth"]}-layer MLP': (
+      lambda nn: make_mlp(nn, cfg['mlp_depth'], cfg['mlp_width']),
+      cfg['x_mlp'],
+    ),
   }
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
     models[f'{cfg["train_layers"]}-layer Transformer{tag}'] = (
-      lambda nn, s=scanned: make_transformer(nn, cfg['train_layers'], cfg['x_train'].shape[-1], cfg['heads'], s),
-      cfg['x_train'])
+      lambda nn, s=scanned: make_transformer(
+        nn, cfg['train_layers'], cfg['x_train'].shape[-1], cfg['heads'], s
+      ),
+      cfg['x_train'],
+    )
   print(f'compiled AdamW step vs {namespaces[0]}:')
   same = set()
   for label, (make, x) in models.items():
@@ -653,20 +745,33 @@ def default_namespaces() -> list[str]:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--nn', nargs='+', default=None, help='namespaces to compare')
   parser.add_argument('--repeats', type=int, default=None, help='repetitions (default 5, quick 3)')
-  parser.add_argument('--quick', action='store_true', help='small shapes, no ResNet, fewer repetitions')
+  parser.add_argument(
+    '--quick', action='store_true', help='small shapes, no ResNet, fewer repetitions'
+  )
   parser.add_argument('--noise', type=float, default=0.1, help='tolerance of timing targets')
-  parser.add_argument('--scan-depths', type=int, nargs='*', default=None,
-                      help='depths for the scan-vs-unrolled compile table (default 2 4 8 16, quick 2 8)')
+  parser.add_argument(
+    '--scan-depths',
+    type=int,
+    nargs='*',
+    default=None,
+    help='depths for the scan-vs-unrolled compile table (default 2 4 8 16, quick 2 8)',
+  )
   args = parser.parse_args()
   repeats = args.repeats or (3 if args.quick else 5)
-  depths = args.scan_depths if args.scan_depths is not None else ([2, 8] if args.quick else [2, 4, 8, 16])
+  depths = (
+    args.scan_depths if args.scan_depths is not None else ([2, 8] if args.quick else [2, 4, 8, 16])
+  )
   namespaces = args.nn or default_namespaces()
-  print(f'jax {jax.__version__}, backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
-        f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}, {repeats} repetitions'
-        + (' (quick)' if args.quick else ''))
+  print(
+    f'jax {jax.__version__}, backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
+    f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}, {repeats} repetitions'
+    + (' (quick)' if args.quick else '')
+  )
   results = run(namespaces, repeats, args.quick)
   print_table(results, baseline='raw JAX')
   if 'flax.linen' in namespaces:
@@ -680,7 +785,9 @@ def main() -> None:
   print_targets(results, args.noise, same_program)
   if depths:
     print()
-    scan_compile_table({n: importlib.import_module(n) for n in namespaces}, tuple(depths), max(1, repeats // 2))
+    scan_compile_table(
+      {n: importlib.import_module(n) for n in namespaces}, tuple(depths), max(1, repeats // 2)
+    )
 
 
 if __name__ == '__main__':

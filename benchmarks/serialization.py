@@ -101,7 +101,9 @@ def measure(params: int) -> None:
     small_cases['flax from_bytes'] = lambda: flax_serialization.msgpack_restore(encoded_small)
 
   kept = all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())
-  print(f'allocator: {"keeps freed memory (MALLOC_*_THRESHOLD_=2**32)" if kept else "glibc defaults"}')
+  print(
+    f'allocator: {"keeps freed memory (MALLOC_*_THRESHOLD_=2**32)" if kept else "glibc defaults"}'
+  )
   print(f'large: {nbytes / 1e6:.0f} MB float32 in {LARGE_COUNT} arrays, median of {REPEATS}')
   print(f'{"case":<32}{"seconds":>10}{"GB/s":>10}{"vs memcpy":>11}{"peak memory":>13}')
   large_t = bench(cases)
@@ -119,9 +121,15 @@ def measure(params: int) -> None:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--single', action='store_true', help="measure with this process's allocator only")
-  parser.add_argument('--params', type=int, default=LARGE_PARAMS, help='float32 parameters in the large tree')
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    '--single', action='store_true', help="measure with this process's allocator only"
+  )
+  parser.add_argument(
+    '--params', type=int, default=LARGE_PARAMS, help='float32 parameters in the large tree'
+  )
   args = parser.parse_args()
   if args.single:
     measure(args.params)

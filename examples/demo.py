@@ -126,7 +126,7 @@ def load_corpus(max_chars: int, val_fraction: float = 0.1, root: str | None = No
           text = f.read()
       except (UnicodeDecodeError, OSError):
         continue
-      text = text[:cap - size]
+      text = text[: cap - size]
       parts.append(text)
       used.append(path)
       size += len(text) + 2
@@ -172,8 +172,10 @@ def validation_windows(ids: np.ndarray, seq_len: int, max_windows: int) -> np.nd
   """Up to ``max_windows`` evenly spaced, non-overlapping ``seq_len + 1`` windows."""
   available = (len(ids) - 1) // seq_len
   if available < 1:
-    raise ValueError(f'The validation text has {len(ids)} characters, fewer than '
-                     f'--seq-len + 1 = {seq_len + 1}; raise --max-chars or lower --seq-len.')
+    raise ValueError(
+      f'The validation text has {len(ids)} characters, fewer than '
+      f'--seq-len + 1 = {seq_len + 1}; raise --max-chars or lower --seq-len.'
+    )
   count = min(available, max_windows)
   starts = np.linspace(0, (available - 1) * seq_len, count).astype(np.int64)
   return ids[starts[:, None] + np.arange(seq_len + 1)]
@@ -280,13 +282,18 @@ class CharTransformer(nn.Module):
     # While decoding, the attention cache applies the causal mask itself.
     mask = None if self.decode else nn.make_causal_mask(tokens)
     block_args = {
-      'num_heads': cfg.num_heads, 'mlp_dim': cfg.mlp_dim, 'dropout_rate': cfg.dropout_rate,
-      'deterministic': not train, 'decode': self.decode,
+      'num_heads': cfg.num_heads,
+      'mlp_dim': cfg.mlp_dim,
+      'dropout_rate': cfg.dropout_rate,
+      'deterministic': not train,
+      'decode': self.decode,
     }
     if cfg.scan:
       stack = nn.scan(
-        Block, variable_axes={'params': 0, 'cache': 0},
-        split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
+        Block,
+        variable_axes={'params': 0, 'cache': 0},
+        split_rngs={'params': True, 'dropout': True},
+        in_axes=nn.broadcast,
         length=cfg.num_layers,
       )
       x, _ = stack(**block_args, name='blocks')(x, mask)
@@ -362,12 +369,22 @@ def sample_tokens(config: ModelConfig, params, context, key, temperature, num_to
 @functools.cache
 def _compiled_sampler(fast_compile: bool):
   # One jitted function per option, kept for the process, so repeated runs reuse compiles.
-  return jax.jit(sample_tokens, static_argnames=('config', 'num_tokens'),
-                 compiler_options=compiler_options(fast_compile))
+  return jax.jit(
+    sample_tokens,
+    static_argnames=('config', 'num_tokens'),
+    compiler_options=compiler_options(fast_compile),
+  )
 
 
-def generate(config: ModelConfig, params, prompt_ids: Sequence[int], num_chars: int,
-             temperature: float, key, fast_compile: bool = False) -> list[int]:
+def generate(
+  config: ModelConfig,
+  params,
+  prompt_ids: Sequence[int],
+  num_chars: int,
+  temperature: float,
+  key,
+  fast_compile: bool = False,
+) -> list[int]:
   """Samples ``num_chars`` ids after ``prompt_ids``.
 
   The positions are learned only up to ``max_len``, so when a window is full the last
@@ -378,16 +395,22 @@ def generate(config: ModelConfig, params, prompt_ids: Sequence[int], num_chars: 
   keep = config.max_len // 2
   produced = 0
   while produced < num_chars:
-    context = ids[-keep:] if produced else ids[-(config.max_len - 1):]
+    context = ids[-keep:] if produced else ids[-(config.max_len - 1) :]
     key, window_key = jax.random.split(key)
     # Sampling to the end of the window (not just what is missing) keeps the number of
     # distinct compiled shapes at two.
-    new = sampler(config, params, jnp.asarray([context], jnp.int32), window_key,
-                        jnp.float32(temperature), num_tokens=config.max_len - len(context))
-    new = [int(t) for t in np.asarray(new)[:num_chars - produced]]
+    new = sampler(
+      config,
+      params,
+      jnp.asarray([context], jnp.int32),
+      window_key,
+      jnp.float32(temperature),
+      num_tokens=config.max_len - len(context),
+    )
+    new = [int(t) for t in np.asarray(new)[: num_chars - produced]]
     ids += new
     produced += len(new)
-  return ids[len(prompt_ids):]
+  return ids[len(prompt_ids) :]
 
 
 # ------------------------------------------------------------------------- training
@@ -397,8 +420,11 @@ def make_optimizer(args: argparse.Namespace) -> optax.GradientTransformation:
   """AdamW with linear warmup, cosine decay to a tenth of the peak, and norm clipping."""
   warmup = min(args.warmup_steps, args.steps // 2)
   schedule = optax.warmup_cosine_decay_schedule(
-    init_value=0.0, peak_value=args.learning_rate, warmup_steps=warmup,
-    decay_steps=max(args.steps, warmup + 1), end_value=0.1 * args.learning_rate,
+    init_value=0.0,
+    peak_value=args.learning_rate,
+    warmup_steps=warmup,
+    decay_steps=max(args.steps, warmup + 1),
+    end_value=0.1 * args.learning_rate,
   )
   # Decay matrices only; biases, LayerNorm scales and offsets keep their values.
   decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
@@ -444,7 +470,7 @@ def evaluate(eval_loss, params, windows: np.ndarray, batch_size: int) -> float:
   """The mean loss over all validation windows (a short last batch is weighted by size)."""
   total = 0.0
   for start in range(0, len(windows), batch_size):
-    chunk = windows[start:start + batch_size]
+    chunk = windows[start : start + batch_size]
     total += float(eval_loss(params, chunk)) * len(chunk)
   return total / len(windows)
 
@@ -486,8 +512,10 @@ _LINE = 79  # width the progress bar and the lines that replace it are padded to
 def progress_bar(step: int, total: int, loss: float, tokens_per_s: float, width: int = 24) -> str:
   """One status line: ``[#####.....] step/total loss tokens/s``."""
   done = round(width * step / max(total, 1))
-  return (f'[{"#" * done}{"." * (width - done)}] {step}/{total}  loss {loss:.3f}  '
-          f'{tokens_per_s:,.0f} tok/s')
+  return (
+    f'[{"#" * done}{"." * (width - done)}] {step}/{total}  loss {loss:.3f}  '
+    f'{tokens_per_s:,.0f} tok/s'
+  )
 
 
 def _checkpoint_target(state, vocab: str, config: ModelConfig, history: dict[str, list[float]]):
@@ -513,25 +541,36 @@ def _restore(workdir: str, config: ModelConfig):
   diffs = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
   if diffs:
     detail = ', '.join(f'{k}: saved {s!r}, requested {w!r}' for k, (s, w) in diffs.items())
-    raise SystemExit(f'{workdir} holds a checkpoint of a different model ({detail}); rerun '
-                     'with the same model flags or pass another --workdir.')
+    raise SystemExit(
+      f'{workdir} holds a checkpoint of a different model ({detail}); rerun '
+      'with the same model flags or pass another --workdir.'
+    )
   return raw, vocab
 
 
 def plot_losses(path: str, history: dict[str, list[float]]) -> str:
-  return line_plot(path, {
-    'train': (history['train_step'], history['train_loss']),
-    'validation': (history['val_step'], history['val_loss']),
-  }, title='loss (nats/char)', x_label='step')
+  return line_plot(
+    path,
+    {
+      'train': (history['train_step'], history['train_loss']),
+      'validation': (history['val_step'], history['val_loss']),
+    },
+    title='loss (nats/char)',
+    x_label='step',
+  )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-    description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    description=__doc__.split('\n\n')[0],
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
   )
   add = parser.add_argument
-  add('--workdir', default=os.path.join(REPO_ROOT, '.demo_run'),
-      help='checkpoints and the loss plot go here; a rerun resumes from it')
+  add(
+    '--workdir',
+    default=os.path.join(REPO_ROOT, '.demo_run'),
+    help='checkpoints and the loss plot go here; a rerun resumes from it',
+  )
   add('--steps', type=int, default=400, help='total training steps (a resumed run continues)')
   add('--batch-size', type=int, default=64)
   add('--seq-len', type=int, default=64, help='characters of context per example')
@@ -540,8 +579,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   add('--heads', type=int, default=4)
   add('--mlp-ratio', type=int, default=4, help='MLP width as a multiple of --d-model')
   add('--dropout', type=float, default=0.0)
-  add('--scan', action=argparse.BooleanOptionalAction, default=False,
-      help='stack the blocks with nn.scan (one compiled block, params with a layer axis)')
+  add(
+    '--scan',
+    action=argparse.BooleanOptionalAction,
+    default=False,
+    help='stack the blocks with nn.scan (one compiled block, params with a layer axis)',
+  )
   add('--learning-rate', type=float, default=3e-3)
   add('--warmup-steps', type=int, default=30)
   add('--weight-decay', type=float, default=0.1)
@@ -553,8 +596,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   add('--ckpt-every', type=int, default=100)
   add('--log-every', type=int, default=10, help='steps between progress-bar updates')
   add('--seed', type=int, default=0)
-  add('--fast-compile', action='store_true',
-      help='skip XLA backend optimizations: faster compiles, slower steps (smoke tests)')
+  add(
+    '--fast-compile',
+    action='store_true',
+    help='skip XLA backend optimizations: faster compiles, slower steps (smoke tests)',
+  )
   add('--prompt', default='def ')
   add('--gen-chars', type=int, default=400, help='characters to generate at the end')
   add('--temperature', type=float, default=0.8)
@@ -572,13 +618,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the demo; returns the final losses, the baseline, the sample and resume info."""
   args = parse_args(argv)
   corpus = load_corpus(args.max_chars, args.val_fraction)
-  print(f'Python stdlib text: {len(corpus.train_text):,} training characters from '
-        f'{len(corpus.train_files)} files, {len(corpus.val_text):,} validation characters '
-        f'from {len(corpus.val_files)} other files')
+  print(
+    f'Python stdlib text: {len(corpus.train_text):,} training characters from '
+    f'{len(corpus.train_files)} files, {len(corpus.val_text):,} validation characters '
+    f'from {len(corpus.val_files)} other files'
+  )
 
   config = ModelConfig(
-    vocab_size=0, max_len=args.seq_len, d_model=args.d_model, num_layers=args.layers,
-    num_heads=args.heads, mlp_dim=args.mlp_ratio * args.d_model, dropout_rate=args.dropout,
+    vocab_size=0,
+    max_len=args.seq_len,
+    d_model=args.d_model,
+    num_layers=args.layers,
+    num_heads=args.heads,
+    mlp_dim=args.mlp_ratio * args.d_model,
+    dropout_rate=args.dropout,
     scan=args.scan,
   )
   raw, vocab = _restore(args.workdir, config)
@@ -597,11 +650,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(nn.tabulate(model, jax.random.key(0), depth=1)(sample_input))
   init = jax.jit(model.init, compiler_options=compiler_options(args.fast_compile))
   state = train_state.TrainState.create(
-    apply_fn=model.apply, params=init(jax.random.key(args.seed), sample_input)['params'],
+    apply_fn=model.apply,
+    params=init(jax.random.key(args.seed), sample_input)['params'],
     tx=make_optimizer(args),
   )
-  history: dict[str, list[float]] = {'train_step': [], 'train_loss': [], 'val_step': [],
-                                     'val_loss': []}
+  history: dict[str, list[float]] = {
+    'train_step': [],
+    'train_loss': [],
+    'val_step': [],
+    'val_loss': [],
+  }
   resumed_step = 0
   if raw is not None:
     state = serialization.from_state_dict(state, raw['state'])
@@ -629,8 +687,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   clock = Throughput(args.batch_size * args.seq_len)
   # On a terminal the bar redraws itself in place; in a log every update is its own line.
   bar_end = '' if sys.stdout.isatty() else '\n'
-  print(f'Training to step {args.steps} ({clock.tokens_per_step:,} characters per step); '
-        f'unigram baseline {unigram:.3f} nats/char ({unigram / math.log(2):.3f} bits/char)')
+  print(
+    f'Training to step {args.steps} ({clock.tokens_per_step:,} characters per step); '
+    f'unigram baseline {unigram:.3f} nats/char ({unigram / math.log(2):.3f} bits/char)'
+  )
   while step < args.steps:
     batch = train_batch(train_ids, args.batch_size, args.seq_len, args.seed, step)
     state, loss = train_step(state, batch, dropout_key)
@@ -646,15 +706,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if step % args.eval_every == 0 or step == args.steps:
       clock.pause(state)
       val_loss = validate(step)
-      print(f'\rstep {step}: validation loss {val_loss:.3f} nats/char '
-            f'({val_loss / math.log(2):.3f} bits/char; unigram {unigram:.3f})'.ljust(_LINE))
+      print(
+        f'\rstep {step}: validation loss {val_loss:.3f} nats/char '
+        f'({val_loss / math.log(2):.3f} bits/char; unigram {unigram:.3f})'.ljust(_LINE)
+      )
     if step % args.ckpt_every == 0 or step == args.steps:
       clock.pause(state)
       save(step)
   clock.pause(state)
   if clock.steps:
-    print(f'Trained {clock.steps} steps (not counting compilation) in {clock.seconds:.1f}s: '
-          f'{clock.rate():,.0f} characters/s')
+    print(
+      f'Trained {clock.steps} steps (not counting compilation) in {clock.seconds:.1f}s: '
+      f'{clock.rate():,.0f} characters/s'
+    )
 
   if history['val_step'][-1:] == [step]:
     val_loss = history['val_loss'][-1]
@@ -665,21 +729,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
       plot_losses(plot_path, history)
   train_loss = history['train_loss'][-1] if history['train_loss'] else float('nan')
-  print(f'Final validation loss {val_loss:.3f} nats/char = {val_loss / math.log(2):.3f} '
-        f'bits/char; the unigram baseline is {unigram:.3f} nats/char = '
-        f'{unigram / math.log(2):.3f} bits/char. Loss plot: {plot_path}')
+  print(
+    f'Final validation loss {val_loss:.3f} nats/char = {val_loss / math.log(2):.3f} '
+    f'bits/char; the unigram baseline is {unigram:.3f} nats/char = '
+    f'{unigram / math.log(2):.3f} bits/char. Loss plot: {plot_path}'
+  )
 
   prompt_ids = encode(args.prompt, vocab).tolist()
   start = time.perf_counter()
-  sample_ids = generate(config, state.params, prompt_ids, args.gen_chars, args.temperature,
-                        jax.random.key(args.seed + 2), args.fast_compile)
+  sample_ids = generate(
+    config,
+    state.params,
+    prompt_ids,
+    args.gen_chars,
+    args.temperature,
+    jax.random.key(args.seed + 2),
+    args.fast_compile,
+  )
   generated = decode(sample_ids, vocab)
-  print(f'Sampled {args.gen_chars} characters at temperature {args.temperature} in '
-        f'{time.perf_counter() - start:.1f}s:\n{"-" * 72}\n{args.prompt}{generated}\n{"-" * 72}')
+  print(
+    f'Sampled {args.gen_chars} characters at temperature {args.temperature} in '
+    f'{time.perf_counter() - start:.1f}s:\n{"-" * 72}\n{args.prompt}{generated}\n{"-" * 72}'
+  )
   return {
-    'train_loss': train_loss, 'val_loss': val_loss, 'unigram_loss': unigram,
-    'bits_per_char': val_loss / math.log(2), 'generated': generated, 'prompt': args.prompt,
-    'resumed_step': resumed_step, 'step': step, 'plot_path': plot_path,
+    'train_loss': train_loss,
+    'val_loss': val_loss,
+    'unigram_loss': unigram,
+    'bits_per_char': val_loss / math.log(2),
+    'generated': generated,
+    'prompt': args.prompt,
+    'resumed_step': resumed_step,
+    'step': step,
+    'plot_path': plot_path,
   }
 
 

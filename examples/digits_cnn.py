@@ -75,7 +75,8 @@ def load_data(test_fraction: float, seed: int) -> dict[str, np.ndarray]:
   images = (digits.images / 16.0).astype(np.float32)[..., None]
   labels = digits.target.astype(np.int32)
   train_images, test_images, train_labels, test_labels = train_test_split(
-    images, labels, test_size=test_fraction, random_state=seed, stratify=labels)
+    images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+  )
   return {
     'train_images': train_images,
     'train_labels': train_labels,
@@ -84,8 +85,9 @@ def load_data(test_fraction: float, seed: int) -> dict[str, np.ndarray]:
   }
 
 
-def create_state(model: DigitsCNN, key: jax.Array, learning_rate: float,
-                 image_shape: tuple[int, ...]) -> TrainStateWithCollections:
+def create_state(
+  model: DigitsCNN, key: jax.Array, learning_rate: float, image_shape: tuple[int, ...]
+) -> TrainStateWithCollections:
   """Initialises parameters and ``batch_stats`` and wraps them with an Adam optimizer."""
   variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   return TrainStateWithCollections.create(
@@ -101,8 +103,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def train_step(state: TrainStateWithCollections, images: jax.Array, labels: jax.Array,
-               dropout_root: jax.Array) -> tuple[TrainStateWithCollections, jax.Array]:
+def train_step(
+  state: TrainStateWithCollections, images: jax.Array, labels: jax.Array, dropout_root: jax.Array
+) -> tuple[TrainStateWithCollections, jax.Array]:
   """One Adam step on a batch; returns the new state (params and batch_stats) and the loss.
 
   BatchNorm normalises with the batch's own statistics here; the running averages that
@@ -113,7 +116,10 @@ def train_step(state: TrainStateWithCollections, images: jax.Array, labels: jax.
 
   def loss_fn(params):
     logits, updates = state.apply(
-      images, train=True, params=params, mutable=['batch_stats'],
+      images,
+      train=True,
+      params=params,
+      mutable=['batch_stats'],
       rngs={'dropout': dropout_key},
     )
     return cross_entropy(logits, labels), updates
@@ -149,8 +155,9 @@ def train_and_evaluate(args: argparse.Namespace) -> tuple[TrainStateWithCollecti
   start = time.perf_counter()
   for step in range(1, args.steps + 1):
     idx = batches.randint(0, n_train, size=args.batch_size)
-    state, loss = train_step(state, data['train_images'][idx], data['train_labels'][idx],
-                             dropout_root)
+    state, loss = train_step(
+      state, data['train_images'][idx], data['train_labels'][idx], dropout_root
+    )
     if step % args.log_every == 0 or step == args.steps:
       test_acc = accuracy(state, data['test_images'], data['test_labels'])
       print(f'step {step:5d}  train loss {float(loss):.4f}  test accuracy {test_acc:.4f}')
@@ -163,20 +170,27 @@ def train_and_evaluate(args: argparse.Namespace) -> tuple[TrainStateWithCollecti
     'steps': args.steps,
     'seconds': elapsed,
   }
-  print(f'done in {elapsed:.1f}s: train accuracy {metrics["train_accuracy"]:.4f}, '
-        f'test accuracy {metrics["test_accuracy"]:.4f}')
+  print(
+    f'done in {elapsed:.1f}s: train accuracy {metrics["train_accuracy"]:.4f}, '
+    f'test accuracy {metrics["test_accuracy"]:.4f}'
+  )
   return state, metrics
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--steps', type=int, default=500, help='training steps')
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--learning-rate', type=float, default=2e-3)
   parser.add_argument('--dropout-rate', type=float, default=0.3)
-  parser.add_argument('--test-fraction', type=float, default=0.25,
-                      help='share of the 1797 images held out for testing')
+  parser.add_argument(
+    '--test-fraction',
+    type=float,
+    default=0.25,
+    help='share of the 1797 images held out for testing',
+  )
   parser.add_argument('--seed', type=int, default=0, help='split, init and batch order')
   parser.add_argument('--log-every', type=int, default=100)
   return parser.parse_args(argv)

@@ -34,14 +34,53 @@ PALETTE: tuple[Color, ...] = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148
 # Each glyph is five rows of three pixels, top row first; a row is an octal digit whose
 # bits 4, 2, 1 are the left, middle and right pixel. Lower-case text is drawn upper-case.
 _FONT = {
-  '0': '75557', '1': '26227', '2': '71747', '3': '71717', '4': '55711', '5': '74717',
-  '6': '74757', '7': '71122', '8': '75757', '9': '75717', 'A': '25755', 'B': '65656',
-  'C': '34443', 'D': '65556', 'E': '74647', 'F': '74644', 'G': '34553', 'H': '55755',
-  'I': '72227', 'J': '11152', 'K': '55655', 'L': '44447', 'M': '57755', 'N': '65555',
-  'O': '25552', 'P': '65644', 'Q': '25563', 'R': '65655', 'S': '34216', 'T': '72222',
-  'U': '55557', 'V': '55552', 'W': '55775', 'X': '55255', 'Y': '55222', 'Z': '71247',
-  '.': '00002', '-': '00700', '+': '02720', '/': '11244', '(': '24442', ')': '21112',
-  ':': '02020', '=': '07070', '_': '00007', ' ': '00000', '?': '71202',
+  '0': '75557',
+  '1': '26227',
+  '2': '71747',
+  '3': '71717',
+  '4': '55711',
+  '5': '74717',
+  '6': '74757',
+  '7': '71122',
+  '8': '75757',
+  '9': '75717',
+  'A': '25755',
+  'B': '65656',
+  'C': '34443',
+  'D': '65556',
+  'E': '74647',
+  'F': '74644',
+  'G': '34553',
+  'H': '55755',
+  'I': '72227',
+  'J': '11152',
+  'K': '55655',
+  'L': '44447',
+  'M': '57755',
+  'N': '65555',
+  'O': '25552',
+  'P': '65644',
+  'Q': '25563',
+  'R': '65655',
+  'S': '34216',
+  'T': '72222',
+  'U': '55557',
+  'V': '55552',
+  'W': '55775',
+  'X': '55255',
+  'Y': '55222',
+  'Z': '71247',
+  '.': '00002',
+  '-': '00700',
+  '+': '02720',
+  '/': '11244',
+  '(': '24442',
+  ')': '21112',
+  ':': '02020',
+  '=': '07070',
+  '_': '00007',
+  ' ': '00000',
+  '?': '71202',
 }
 GLYPH_WIDTH, GLYPH_HEIGHT = 3, 5
 
@@ -65,13 +104,18 @@ def encode_png(width: int, height: int, rgb: bytes | bytearray) -> bytes:
     raise ValueError(f'PNG size must be positive, got {width}x{height}.')
   stride = 3 * width
   if len(rgb) != stride * height:
-    raise ValueError(f'Expected {stride * height} bytes of RGB data for {width}x{height}, '
-                     f'got {len(rgb)}.')
+    raise ValueError(
+      f'Expected {stride * height} bytes of RGB data for {width}x{height}, got {len(rgb)}.'
+    )
   # Filter type 0 (none) on every scanline keeps the writer (and a reader) trivial.
-  raw = b''.join(b'\x00' + bytes(rgb[y * stride:(y + 1) * stride]) for y in range(height))
+  raw = b''.join(b'\x00' + bytes(rgb[y * stride : (y + 1) * stride]) for y in range(height))
   header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-  return (PNG_SIGNATURE + _chunk(b'IHDR', header) + _chunk(b'IDAT', zlib.compress(raw, 9))
-          + _chunk(b'IEND', b''))
+  return (
+    PNG_SIGNATURE
+    + _chunk(b'IHDR', header)
+    + _chunk(b'IDAT', zlib.compress(raw, 9))
+    + _chunk(b'IEND', b'')
+  )
 
 
 class Canvas:
@@ -97,13 +141,13 @@ class Canvas:
   def get(self, x: int, y: int) -> Color:
     """The color at ``(x, y)``."""
     i = 3 * (y * self.width + x)
-    return tuple(self.pixels[i:i + 3])  # type: ignore[return-value]
+    return tuple(self.pixels[i : i + 3])  # type: ignore[return-value]
 
   def set(self, x: int, y: int, color: Color) -> None:
     """Sets one pixel; points outside the canvas are ignored."""
     if 0 <= x < self.width and 0 <= y < self.height:
       i = 3 * (y * self.width + x)
-      self.pixels[i:i + 3] = bytes(color)
+      self.pixels[i : i + 3] = bytes(color)
 
   def rect(self, x0: int, y0: int, x1: int, y1: int, color: Color) -> None:
     """Fills the box with corners ``(x0, y0)`` and ``(x1, y1)``, both included."""
@@ -112,7 +156,7 @@ class Canvas:
     row = bytes(color) * (x1 - x0 + 1)
     for y in range(y0, y1 + 1):
       i = 3 * (y * self.width + x0)
-      self.pixels[i:i + len(row)] = row
+      self.pixels[i : i + len(row)] = row
 
   def line(self, x0: int, y0: int, x1: int, y1: int, color: Color, thickness: int = 1) -> None:
     """Draws a straight segment, ``thickness`` pixels wide, between two points."""
@@ -136,8 +180,7 @@ class Canvas:
         for c in range(GLYPH_WIDTH):
           if bits & (4 >> c):
             top = y + r * scale
-            self.rect(left + c * scale, top, left + (c + 1) * scale - 1,
-                      top + scale - 1, color)
+            self.rect(left + c * scale, top, left + (c + 1) * scale - 1, top + scale - 1, color)
 
   def to_png(self) -> bytes:
     """The canvas as PNG bytes."""
@@ -199,8 +242,10 @@ def line_plot(
   """
   left, right, top, bottom = 64, 16, 28, 44
   if width < left + right + 16 or height < top + bottom + 16:
-    raise ValueError(f'A {width}x{height} plot leaves no room for the axes; use at least '
-                     f'{left + right + 16}x{top + bottom + 16}.')
+    raise ValueError(
+      f'A {width}x{height} plot leaves no room for the axes; use at least '
+      f'{left + right + 16}x{top + bottom + 16}.'
+    )
   points = {
     name: [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
     for name, (xs, ys) in series.items()
@@ -219,8 +264,10 @@ def line_plot(
   plot_w, plot_h = width - left - right, height - top - bottom
 
   def to_px(x: float, y: float) -> tuple[int, int]:
-    return (left + round((x - x_lo) / (x_hi - x_lo) * (plot_w - 1)),
-            top + round((y_hi - y) / (y_hi - y_lo) * (plot_h - 1)))
+    return (
+      left + round((x - x_lo) / (x_hi - x_lo) * (plot_w - 1)),
+      top + round((y_hi - y) / (y_hi - y_lo) * (plot_h - 1)),
+    )
 
   for tick in nice_ticks(y_lo, y_hi):
     _, py = to_px(x_lo, tick)
@@ -241,7 +288,7 @@ def line_plot(
     for (xa, ya), (xb, yb) in itertools.pairwise(pixels):
       canvas.line(xa, ya, xb, yb, color, thickness=2)
     if len(pixels) == 1:
-      (px, py), = pixels
+      ((px, py),) = pixels
       canvas.rect(px - 2, py - 2, px + 2, py + 2, color)
     # Legend: a color swatch and the name, stacked in the top-right corner.
     ly = top + 8 + 16 * k

@@ -87,7 +87,8 @@ class Problems:
     lengths = np.array([len(s) for s in answers])
     targets[np.arange(len(pairs)), lengths] = EOS
     decoder_inputs = np.concatenate(
-      [np.full((len(pairs), 1), GO, np.int32), targets[:, :-1]], axis=1)
+      [np.full((len(pairs), 1), GO, np.int32), targets[:, :-1]], axis=1
+    )
     mask = (np.arange(self.answer_len)[None, :] <= lengths[:, None]).astype(np.float32)
     return {
       'query': np.array([encode(q, self.query_len) for q in queries], np.int32),
@@ -114,7 +115,8 @@ class Encoder(nn.Module):
     """Returns ``((forward_carry, backward_carry), outputs)``, each carry a ``(c, h)``."""
     x = nn.Embed(VOCAB_SIZE, self.embed_dim)(query)
     bidirectional = nn.Bidirectional(
-      nn.RNN(nn.LSTMCell(self.hidden)), nn.RNN(nn.LSTMCell(self.hidden)), return_carry=True)
+      nn.RNN(nn.LSTMCell(self.hidden)), nn.RNN(nn.LSTMCell(self.hidden)), return_carry=True
+    )
     return bidirectional(x, seq_lengths=query_lengths)
 
 
@@ -169,7 +171,8 @@ class Seq2seq(nn.Module):
     (forward, backward), _ = Encoder(self.hidden, self.embed_dim)(query, query_lengths)
     # (c, h) of both directions side by side start the wider decoder LSTM.
     lstm_carry = jax.tree_util.tree_map(
-      lambda f, b: jnp.concatenate([f, b], axis=-1), forward, backward)
+      lambda f, b: jnp.concatenate([f, b], axis=-1), forward, backward
+    )
     cell = DecoderCell(2 * self.hidden, self.embed_dim, self.teacher_force)
     return nn.RNN(cell)(decoder_inputs, initial_carry=(lstm_carry, decoder_inputs[:, 0]))
 
@@ -194,7 +197,8 @@ def make_steps(hidden: int, embed_dim: int, optimizer: optax.GradientTransformat
   def train_step(params, opt_state, batch):
     def loss_fn(params):
       logits = train_model.apply(
-        {'params': params}, batch['query'], batch['query_lengths'], batch['decoder_inputs'])
+        {'params': params}, batch['query'], batch['query_lengths'], batch['decoder_inputs']
+      )
       return masked_cross_entropy(logits, batch['targets'], batch['mask'])
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -206,7 +210,8 @@ def make_steps(hidden: int, embed_dim: int, optimizer: optax.GradientTransformat
     """Logits of greedy decoding; only the length of ``decoder_inputs`` and its ``GO``
     column are read."""
     return greedy_model.apply(
-      {'params': params}, batch['query'], batch['query_lengths'], batch['decoder_inputs'])
+      {'params': params}, batch['query'], batch['query_lengths'], batch['decoder_inputs']
+    )
 
   return train_model, train_step, greedy_decode
 
@@ -233,12 +238,15 @@ def train_and_evaluate(args: argparse.Namespace) -> tuple[Any, dict]:
   model, train_step, greedy_decode = make_steps(args.hidden, args.embed_dim, optimizer)
   example = training_batch()
   # A jitted init compiles the three scans once instead of running them op by op.
-  params = jax.jit(model.init)(jax.random.key(args.seed), example['query'],
-                               example['query_lengths'], example['decoder_inputs'])['params']
+  params = jax.jit(model.init)(
+    jax.random.key(args.seed), example['query'], example['query_lengths'], example['decoder_inputs']
+  )['params']
   opt_state = optimizer.init(params)
   n_params = sum(p.size for p in jax.tree_util.tree_leaves(params))
-  print(f'Seq2seq with {n_params} parameters; {len(held_out_pairs)} held-out problems, '
-        f'operands of 1 to {args.max_digits} digits')
+  print(
+    f'Seq2seq with {n_params} parameters; {len(held_out_pairs)} held-out problems, '
+    f'operands of 1 to {args.max_digits} digits'
+  )
 
   def held_out_accuracy(params) -> float:
     logits = greedy_decode(params, test_batch)
@@ -250,24 +258,27 @@ def train_and_evaluate(args: argparse.Namespace) -> tuple[Any, dict]:
     params, opt_state, loss = train_step(params, opt_state, training_batch())
     losses.append(loss)  # kept on device: float() here would wait for every step
     if step % args.log_every == 0 or step == args.steps:
-      recent = np.mean(jax.device_get(losses[-args.log_every:]))
-      print(f'step {step:5d}  loss {recent:.4f}  held-out exact match '
-            f'{held_out_accuracy(params):.4f}')
+      recent = np.mean(jax.device_get(losses[-args.log_every :]))
+      print(
+        f'step {step:5d}  loss {recent:.4f}  held-out exact match {held_out_accuracy(params):.4f}'
+      )
   elapsed = time.perf_counter() - start
   losses = np.asarray(jax.device_get(losses))
 
   logits = greedy_decode(params, test_batch)
   predictions = np.asarray(jnp.argmax(logits, axis=-1))
   for query, prediction, target in list(
-      zip(test_batch['query'], predictions, test_batch['targets']))[:5]:
+    zip(test_batch['query'], predictions, test_batch['targets'])
+  )[:5]:
     mark = 'ok' if decode(prediction) == decode(target) else 'wrong'
     print(f'  {decode(query):>{problems.query_len}} = {decode(prediction):<6} ({mark})')
   window = max(1, min(args.log_every, len(losses) // 10))
   metrics = {
     'first_loss': float(np.mean(losses[:window])),
     'final_loss': float(np.mean(losses[-window:])),
-    'exact_match': float(jnp.mean(exact_matches(logits, test_batch['targets'],
-                                                test_batch['mask']))),
+    'exact_match': float(
+      jnp.mean(exact_matches(logits, test_batch['targets'], test_batch['mask']))
+    ),
     'steps': args.steps,
     'seconds': elapsed,
   }
@@ -277,7 +288,8 @@ def train_and_evaluate(args: argparse.Namespace) -> tuple[Any, dict]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--max-digits', type=int, default=3, help='digits per operand, at most')
   parser.add_argument('--steps', type=int, default=3000)
   parser.add_argument('--batch-size', type=int, default=64)

@@ -132,11 +132,13 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, tokens):
     x = nn.Embed(
-      self.vocab_size, self.embed_dim,
+      self.vocab_size,
+      self.embed_dim,
       embedding_init=logical(nn.initializers.normal(1.0), 'vocab', 'embed'),
     )(tokens)
     positions = self.param(
-      'positions', logical(nn.initializers.normal(0.02), 'length', 'embed'),
+      'positions',
+      logical(nn.initializers.normal(0.02), 'length', 'embed'),
       (self.max_len, self.embed_dim),
     )
     x = x + positions[None, : tokens.shape[1]]
@@ -145,7 +147,8 @@ class Transformer(nn.Module):
       x = Block(self.num_heads, self.mlp_dim)(x, mask)
     x = layer_norm()(x)
     logits = nn.Dense(
-      self.vocab_size, kernel_init=logical(nn.initializers.xavier_uniform(), 'embed', 'vocab'),
+      self.vocab_size,
+      kernel_init=logical(nn.initializers.xavier_uniform(), 'embed', 'vocab'),
       use_bias=False,
     )(x)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
@@ -169,7 +172,9 @@ def parse_mesh(text: str) -> tuple[int, int]:
   try:
     data, model = (int(n) for n in text.lower().split('x'))
   except ValueError:
-    raise argparse.ArgumentTypeError(f'--mesh expects DATAxMODEL such as 2x4, got {text!r}') from None
+    raise argparse.ArgumentTypeError(
+      f'--mesh expects DATAxMODEL such as 2x4, got {text!r}'
+    ) from None
   return data, model
 
 
@@ -177,10 +182,15 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument('--mesh', type=parse_mesh, default=(2, 4),
-                      help="DATAxMODEL mesh shape; the product must be the device count")
-  parser.add_argument('--fsdp', action='store_true',
-                      help="also shard the parameters' 'embed' axis over 'data'")
+  parser.add_argument(
+    '--mesh',
+    type=parse_mesh,
+    default=(2, 4),
+    help='DATAxMODEL mesh shape; the product must be the device count',
+  )
+  parser.add_argument(
+    '--fsdp', action='store_true', help="also shard the parameters' 'embed' axis over 'data'"
+  )
   parser.add_argument('--steps', type=int, default=30)
   parser.add_argument('--batch-size', type=int, default=16)
   parser.add_argument('--seq-len', type=int, default=32)
@@ -202,19 +212,25 @@ def main(argv=None) -> dict:
   args = parse_args(argv)
   if args.coordinator:
     jax.distributed.initialize(
-      coordinator_address=args.coordinator, num_processes=args.num_processes,
+      coordinator_address=args.coordinator,
+      num_processes=args.num_processes,
       process_id=args.process_id,
     )
   data, model = args.mesh
   if data * model != jax.device_count():
-    raise SystemExit(f'--mesh {data}x{model} needs {data * model} devices; '
-                     f'{jax.device_count()} are available.')
+    raise SystemExit(
+      f'--mesh {data}x{model} needs {data * model} devices; {jax.device_count()} are available.'
+    )
   # Auto axes: the compiler propagates the shardings (jax.make_mesh defaults to Explicit).
   mesh = jax.make_mesh((data, model), ('data', 'model'), axis_types=(AxisType.Auto,) * 2)
   rules = RULES + (FSDP_RULES if args.fsdp else ())
   transformer = Transformer(
-    vocab_size=args.vocab_size, embed_dim=args.embed_dim, num_heads=args.num_heads,
-    mlp_dim=args.mlp_dim, num_layers=args.num_layers, max_len=args.seq_len,
+    vocab_size=args.vocab_size,
+    embed_dim=args.embed_dim,
+    num_heads=args.num_heads,
+    mlp_dim=args.mlp_dim,
+    num_layers=args.num_layers,
+    max_len=args.seq_len,
   )
   tokens_shape = jax.ShapeDtypeStruct((args.batch_size, args.seq_len), jnp.int32)
   variables, shardings = nn.sharded_init(
@@ -236,9 +252,7 @@ def main(argv=None) -> dict:
 
   def loss_fn(params, tokens):
     logits = transformer.apply({'params': params}, tokens)
-    return optax.softmax_cross_entropy_with_integer_labels(
-      logits[:, :-1], tokens[:, 1:]
-    ).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:]).mean()
 
   def train_step(params, opt_state, tokens):
     loss, grads = jax.value_and_grad(loss_fn)(params, tokens)

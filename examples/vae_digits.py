@@ -189,7 +189,8 @@ def train_and_evaluate(args: argparse.Namespace) -> tuple[Any, dict]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--steps', type=int, default=3000)
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--learning-rate', type=float, default=1e-3)

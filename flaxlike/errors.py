@@ -254,7 +254,7 @@ class PartitioningUnspecifiedError(FlaxlikeError):
     where = '' if index is None else f' (axis {index} is named {target.names[index]!r})'
     super().__init__(
       f'Trying to remove a named partition axis{where} of {target}, but "partition_name" '
-      'is not specified in the transform\'s metadata_params. Pass '
+      "is not specified in the transform's metadata_params. Pass "
       'metadata_params={"partition_name": name}, the same as when the variables were created.'
     )
 
@@ -421,27 +421,21 @@ class IncorrectPostInitOverrideError(FlaxlikeError):
   """
 
   def __init__(self):
-    super().__init__(
-      'Overrode `.__post_init__()` without calling `super().__post_init__()`.'
-    )
+    super().__init__('Overrode `.__post_init__()` without calling `super().__post_init__()`.')
 
 
 class DescriptorAttributeError(FlaxlikeError):
   """A property of a module raised AttributeError (often a typo inside the property)."""
 
   def __init__(self):
-    super().__init__(
-      'Trying to access a property that is accessing a non-existent attribute.'
-    )
+    super().__init__('Trying to access a property that is accessing a non-existent attribute.')
 
 
 class TransformedMethodReturnValueError(FlaxlikeError):
   """A lifted-transformed method returned a Module or a Variable, which cannot escape."""
 
   def __init__(self, name: str):
-    super().__init__(
-      f'Transformed module method {name} cannot return Modules or Variables.'
-    )
+    super().__init__(f'Transformed module method {name} cannot return Modules or Variables.')
 
 
 class TransformTargetError(FlaxlikeError):

@@ -211,9 +211,7 @@ def _check_leaf(target: Any, state: Any) -> None:
   if hasattr(target, 'shape') and hasattr(target, 'dtype'):
     if not (hasattr(state, 'shape') and hasattr(state, 'dtype')):
       raise RestoreMismatchError(current_path(), _describe(target), _describe(state))
-    if tuple(target.shape) != tuple(state.shape) or np.dtype(target.dtype) != np.dtype(
-      state.dtype
-    ):
+    if tuple(target.shape) != tuple(state.shape) or np.dtype(target.dtype) != np.dtype(state.dtype):
       raise RestoreMismatchError(current_path(), _describe(target), _describe(state))
   elif type(target) in (bool, int, float, complex):
     # A step counter is a Python int after create() and a 0-d array after a jitted
@@ -337,17 +335,42 @@ _BIG = 1 << 14
 
 def _known_dtypes() -> dict[str, np.dtype]:
   types: list[Any] = [
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-    np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128,
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex64,
+    np.complex128,
   ]
   try:
     import ml_dtypes
   except ImportError:  # pragma: no cover - jax always ships ml_dtypes
     ml_dtypes = None
   for name in (
-    'bfloat16', 'float8_e3m4', 'float8_e4m3', 'float8_e4m3b11fnuz', 'float8_e4m3fn',
-    'float8_e4m3fnuz', 'float8_e5m2', 'float8_e5m2fnuz', 'float8_e8m0fnu',
-    'float4_e2m1fn', 'float6_e2m3fn', 'float6_e3m2fn', 'int2', 'int4', 'uint2', 'uint4',
+    'bfloat16',
+    'float8_e3m4',
+    'float8_e4m3',
+    'float8_e4m3b11fnuz',
+    'float8_e4m3fn',
+    'float8_e4m3fnuz',
+    'float8_e5m2',
+    'float8_e5m2fnuz',
+    'float8_e8m0fnu',
+    'float4_e2m1fn',
+    'float6_e2m3fn',
+    'float6_e3m2fn',
+    'int2',
+    'int4',
+    'uint2',
+    'uint4',
   ):
     if hasattr(ml_dtypes, name):
       types.append(getattr(ml_dtypes, name))
@@ -816,9 +839,7 @@ def _decode(src: _Source) -> Any:
             raise src.fail(e.problem, top.path) from None
       else:
         if not top.is_map:
-          value = _read_value(
-            src, f'{top.path}/{len(top.container)}', stack, False, False
-          )
+          value = _read_value(src, f'{top.path}/{len(top.container)}', stack, False, False)
         elif top.key is _NO_KEY:
           value = _read_value(src, top.path, stack, True, False)
         else:
@@ -1040,7 +1061,9 @@ def _read_ext(src: _Source, n: int, path: str) -> Any:
         raise _Invalid(f'a numpy scalar (ext 3) has shape {arr.shape}, expected ()')
       return arr[()]
     payload = bytes(src.take(n, path, 'an ext payload'))
-    return _complex_from_payload(payload) if code == _EXT_COMPLEX else msgpack.ExtType(code, payload)
+    return (
+      _complex_from_payload(payload) if code == _EXT_COMPLEX else msgpack.ExtType(code, payload)
+    )
   except _Invalid as e:
     raise src.fail(e.problem, path) from None
 
@@ -1069,8 +1092,9 @@ def _read_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
     if src.file is not None:
       src.read_into(memoryview(arr.reshape(-1).view(np.uint8)), path)
     elif nbytes < _BIG:
-      arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(src.take(nbytes, path, 'array data'),
-                                                         np.uint8)
+      arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(
+        src.take(nbytes, path, 'array data'), np.uint8
+      )
     else:
       src.need(nbytes, path, 'array data')
       src.deferred[id(arr)] = len(src.pending)

@@ -79,7 +79,9 @@ def unflatten_dict(xs: Mapping[Any, Any], sep: str | None = None) -> dict[Any, A
   return tree
 
 
-def path_aware_map(f: Callable[[tuple[Any, ...], Any], Any], nested_dict: Mapping[Any, Any]) -> dict[Any, Any]:
+def path_aware_map(
+  f: Callable[[tuple[Any, ...], Any], Any], nested_dict: Mapping[Any, Any]
+) -> dict[Any, Any]:
   """Maps ``f(path, leaf)`` over a nested dict, keeping its structure.
 
   Typical use: optax labels, e.g. ``'decay' if path[-1] == 'kernel' else 'no_decay'``.
@@ -91,6 +93,4 @@ def path_aware_map(f: Callable[[tuple[Any, ...], Any], Any], nested_dict: Mappin
   {'a': {'kernel': 'kernel', 'bias': 'bias'}}
   """
   flat = flatten_dict(nested_dict, keep_empty_nodes=True)
-  return unflatten_dict(
-    {k: f(k, v) if v is not empty_node else v for k, v in flat.items()}
-  )
+  return unflatten_dict({k: f(k, v) if v is not empty_node else v for k, v in flat.items()})

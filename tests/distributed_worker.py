@@ -124,8 +124,11 @@ def main(argv=None) -> None:
     step=replicated,
     params=shardings['params'],
     opt_state=optax.tree_map_params(
-      state_shape.tx, lambda _, sharding: sharding, state_shape.opt_state,
-      shardings['params'], transform_non_params=lambda _: replicated,
+      state_shape.tx,
+      lambda _, sharding: sharding,
+      state_shape.opt_state,
+      shardings['params'],
+      transform_non_params=lambda _: replicated,
     ),
   )
   state = jax.jit(create_state, out_shardings=state_shardings)(variables['params'])

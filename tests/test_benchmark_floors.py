@@ -48,7 +48,8 @@ def _random_variables(model, x):
   values, and compiling the initializers' random draws is what makes ``init`` slow here."""
   rng = np.random.default_rng(0)
   return jax.tree_util.tree_map(
-    lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), jax.eval_shape(model.init, KEY, x)
+    lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype),
+    jax.eval_shape(model.init, KEY, x),
   )
 
 
@@ -71,7 +72,9 @@ def test_raw_transformer_is_the_module_transformer(scanned):
     raw_params['blocks'] = raw_params.pop('ScanCheckpointBlock_0')
   raw_apply = jax.jit(bench.raw_transformer_apply, static_argnums=(2, 3))
   _close(raw_apply(raw_params, x, 2, scanned), jax.jit(model.apply)({'params': module_params}, x))
-  _, raw_init_params = jax.eval_shape(lambda k: bench.raw_transformer_init(k, x, 2, 4, scanned), KEY)
+  _, raw_init_params = jax.eval_shape(
+    lambda k: bench.raw_transformer_init(k, x, 2, 4, scanned), KEY
+  )
   assert _shapes(raw_init_params) == _shapes(raw_params)
 
 
@@ -85,6 +88,5 @@ def test_raw_resnet_is_the_module_resnet_with_batch_statistics():
   raw_logits, raw_stats = jax.jit(bench.raw_resnet50_apply, static_argnums=2)(variables, x, stages)
   _close(raw_logits, logits)
   jax.tree_util.tree_map(_close, raw_stats, updated['batch_stats'])
-  _, raw_variables = jax.eval_shape(
-    lambda k: bench.raw_resnet50_init(k, x, stages, width=8), KEY)
+  _, raw_variables = jax.eval_shape(lambda k: bench.raw_resnet50_init(k, x, stages, width=8), KEY)
   assert _shapes(raw_variables) == _shapes(variables)

@@ -118,7 +118,8 @@ def test_reads_flax_checkpoint_dir_and_writes_same_bytes(tmp_path):
   with open(os.path.join(FIXTURES, 'train_state_create.msgpack'), 'rb') as f:
     raw = serialization.msgpack_restore(f.read())
   target = train_state.TrainState.create(
-    apply_fn=fx.dense_apply, params=raw['params'], tx=fx.make_optimizer())
+    apply_fn=fx.dense_apply, params=raw['params'], tx=fx.make_optimizer()
+  )
   state2 = checkpoints.restore_checkpoint(flax_dir, target, strict=True)
   assert int(state2.step) == 2
   assert int(checkpoints.restore_checkpoint(flax_dir, target, step=1).step) == 1
@@ -130,7 +131,7 @@ def test_reads_flax_checkpoint_dir_and_writes_same_bytes(tmp_path):
     assert a.read() == b.read()
 
 
-WRITER = textwrap.dedent('''
+WRITER = textwrap.dedent("""
   import sys
   import numpy as np
   from flaxlike.training import checkpoints
@@ -142,7 +143,7 @@ WRITER = textwrap.dedent('''
     target = {'step': step, 'arrays': [base + step for _ in range(4)]}
     checkpoints.save_checkpoint(ckpt_dir, target, step, keep=2)
     step += 1
-''')
+""")
 
 
 def _check_consistent(state):
@@ -163,8 +164,9 @@ def test_sigkill_during_save_leaves_valid_checkpoint(tmp_path):
   kills = 0
   for round_ in range(4):
     start = last_step + 1
-    proc = subprocess.Popen([sys.executable, str(script), str(ckpt_dir), str(start)],
-                            stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+      [sys.executable, str(script), str(ckpt_dir), str(start)], stdout=subprocess.PIPE, env=env
+    )
     try:
       assert proc.stdout.readline() == b'ready\n'
       # The first rounds kill within the first save; later ones after a few saves.

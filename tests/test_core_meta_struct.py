@@ -119,4 +119,3 @@ def test_config_update_and_unknown_flag():
   assert config.flax_profile is True  # Linen's default
   with pytest.raises(LookupError, match='known flags'):
     config.update('flax_no_such_flag', 1)
-

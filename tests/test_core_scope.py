@@ -61,7 +61,9 @@ def test_int_encoding_is_minimal_big_endian():
   def reference(data):
     digest = hashlib.sha1()
     for x in data:
-      digest.update(x.encode() if isinstance(x, str) else x.to_bytes((x.bit_length() + 7) // 8, 'big'))
+      digest.update(
+        x.encode() if isinstance(x, str) else x.to_bytes((x.bit_length() + 7) // 8, 'big')
+      )
     return int.from_bytes(digest.digest()[:4], 'big')
 
   for n in (0, 1, 255, 256, 300, 2**31, 2**40):
@@ -341,18 +343,21 @@ def test_core_imports_without_linen():
     "    if name == 'flaxlike.linen' or name.startswith('flaxlike.linen.'):\n"
     "      raise ImportError('flaxlike.linen is blocked')\n"
     'sys.meta_path.insert(0, Block())\n'
-    "import flaxlike.core as core\n"
+    'import flaxlike.core as core\n'
     'for m in pkgutil.iter_modules(core.__path__):\n'
     "  importlib.import_module('flaxlike.core.' + m.name)\n"
     "assert 'flaxlike.linen' not in sys.modules\n"
     "print('ok')\n"
   )
   # Importing the package root would pull in linen, so load core's modules directly.
-  code = code.replace('import flaxlike.core as core', 'import importlib.util, types\n'
-                      "spec = importlib.util.find_spec('flaxlike')\n"
-                      "pkg = types.ModuleType('flaxlike'); pkg.__path__ = spec.submodule_search_locations\n"
-                      "sys.modules['flaxlike'] = pkg\n"
-                      'import flaxlike.core as core')
+  code = code.replace(
+    'import flaxlike.core as core',
+    'import importlib.util, types\n'
+    "spec = importlib.util.find_spec('flaxlike')\n"
+    "pkg = types.ModuleType('flaxlike'); pkg.__path__ = spec.submodule_search_locations\n"
+    "sys.modules['flaxlike'] = pkg\n"
+    'import flaxlike.core as core',
+  )
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == 'ok'

@@ -55,16 +55,30 @@ def _run_workers(out_dir) -> list[dict]:
   procs = []
   with contextlib.ExitStack() as stack:
     logs = [
-      stack.enter_context(open(out_dir / f'worker_{i}.log', 'w+b'))
-      for i in range(NUM_PROCESSES)
+      stack.enter_context(open(out_dir / f'worker_{i}.log', 'w+b')) for i in range(NUM_PROCESSES)
     ]
     stack.callback(_kill_running, procs)
     for i, log in enumerate(logs):
-      procs.append(subprocess.Popen(
-        [sys.executable, worker.__file__, '--process-id', str(i),
-         '--num-processes', str(NUM_PROCESSES), '--port', str(port), '--out', str(out_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-      ))
+      procs.append(
+        subprocess.Popen(
+          [
+            sys.executable,
+            worker.__file__,
+            '--process-id',
+            str(i),
+            '--num-processes',
+            str(NUM_PROCESSES),
+            '--port',
+            str(port),
+            '--out',
+            str(out_dir),
+          ],
+          stdout=log,
+          stderr=subprocess.STDOUT,
+          env=env,
+          start_new_session=True,
+        )
+      )
     deadline = time.monotonic() + TIMEOUT_S
     # Poll rather than wait on one process: if one dies, the other blocks in a collective.
     while time.monotonic() < deadline:
@@ -77,10 +91,14 @@ def _run_workers(out_dir) -> list[dict]:
       report = []
       for i, log in enumerate(logs):
         log.seek(0)
-        report.append(f'--- worker {i} (exit code {codes[i]}) ---\n'
-                      + log.read().decode(errors='replace')[-4000:])
-      pytest.fail(f'worker processes did not all succeed within {TIMEOUT_S}s (exit code '
-                  'None: still running, killed):\n' + '\n'.join(report))
+        report.append(
+          f'--- worker {i} (exit code {codes[i]}) ---\n'
+          + log.read().decode(errors='replace')[-4000:]
+        )
+      pytest.fail(
+        f'worker processes did not all succeed within {TIMEOUT_S}s (exit code '
+        'None: still running, killed):\n' + '\n'.join(report)
+      )
   results = []
   for i in range(NUM_PROCESSES):
     with open(out_dir / f'result_{i}.json') as f:
@@ -129,5 +147,6 @@ def test_two_process_data_parallel_matches_single_process_and_checkpoint_restore
   assert int(restored.step) == worker.STEPS
   jax.tree_util.tree_map(
     lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6),
-    (restored.params, restored.opt_state), (reference.params, reference.opt_state),
+    (restored.params, restored.opt_state),
+    (reference.params, reference.opt_state),
   )

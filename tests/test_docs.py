@@ -49,14 +49,17 @@ def _entries() -> set[str]:
   for path in API.glob('*.md'):
     text = path.read_text()
     names.update(re.findall(r'^### `([^`]+)`$', text, flags=re.MULTILINE))
-    for listing in re.findall(r'^## Re-exported from .*?\n\n(.*?)$', text, flags=re.MULTILINE | re.DOTALL):
+    for listing in re.findall(
+      r'^## Re-exported from .*?\n\n(.*?)$', text, flags=re.MULTILINE | re.DOTALL
+    ):
       names.update(re.findall(r'`([^`]+)`', listing))
   return names
 
 
 def test_every_public_name_of_flaxlike_has_an_entry():
   module_titles = {
-    match for path in API.glob('*.md')
+    match
+    for path in API.glob('*.md')
     for match in re.findall(r'^# `([^`]+)`$', path.read_text(), flags=re.MULTILINE)
   }
   entries = _entries()
@@ -65,7 +68,8 @@ def test_every_public_name_of_flaxlike_has_an_entry():
     obj = getattr(flaxlike, name)
     if type(obj) is type(flaxlike):
       covered = obj.__name__ in module_titles or any(
-        title.startswith(obj.__name__ + '.') for title in module_titles)
+        title.startswith(obj.__name__ + '.') for title in module_titles
+      )
     else:
       covered = name in entries
     if not covered:
@@ -74,8 +78,12 @@ def test_every_public_name_of_flaxlike_has_an_entry():
 
 
 def test_every_layer_page_covers_its_module_all():
-  for module_name in ('flaxlike.linen.attention', 'flaxlike.linen.transforms',
-                      'flaxlike.core.lift', 'flaxlike.linen.spmd'):
+  for module_name in (
+    'flaxlike.linen.attention',
+    'flaxlike.linen.transforms',
+    'flaxlike.core.lift',
+    'flaxlike.linen.spmd',
+  ):
     module = importlib.import_module(module_name)
     missing = set(getattr(module, '__all__', generate.public_names(module))) - _entries()
     assert not missing, f'{module_name}: {sorted(missing)}'
@@ -89,7 +97,7 @@ def test_api_pages_are_deterministic_text_without_doctest_prompts(rendered):
 
 
 def test_docstring_markdown_lists_sections_and_turns_examples_into_code():
-  doc = '''Adds one.
+  doc = """Adds one.
 
   Use it as::
 
@@ -107,7 +115,7 @@ def test_docstring_markdown_lists_sections_and_turns_examples_into_code():
 
   >>> add_one(1)
   2
-  '''
+  """
   assert generate.docstring_markdown(doc) == (
     'Adds one.\n\n'
     'Use it as:\n\n```\ny = add_one(x)\n```\n\n'
@@ -162,8 +170,11 @@ def test_relative_links_resolve(path):
   assert not broken, f'{path.relative_to(DOCS)} links to missing files or headings: {broken}'
 
 
-@pytest.mark.parametrize('path', [p for p in _markdown_files() if API not in p.parents],
-                         ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize(
+  'path',
+  [p for p in _markdown_files() if API not in p.parents],
+  ids=lambda p: str(p.relative_to(DOCS)),
+)
 def test_handwritten_python_blocks_are_doctests(path):
   # A ```python block without prompts would never run, so it could silently go stale.
   for block in re.findall(r'```python\n(.*?)```', path.read_text(), flags=re.DOTALL):

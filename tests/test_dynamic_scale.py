@@ -95,7 +95,14 @@ def test_scale_grows_after_growth_interval_finite_steps():
     history.append((int(ds.fin_steps), float(ds.scale)))
   # Three finite steps in a row arm the growth; the next finite step applies it.
   assert history == [
-    (1, 4.0), (2, 4.0), (3, 4.0), (0, 8.0), (1, 8.0), (2, 8.0), (3, 8.0), (0, 16.0)
+    (1, 4.0),
+    (2, 4.0),
+    (3, 4.0),
+    (0, 8.0),
+    (1, 8.0),
+    (2, 8.0),
+    (3, 8.0),
+    (0, 16.0),
   ]
 
 

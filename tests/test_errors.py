@@ -14,29 +14,48 @@ PACKAGE = pathlib.Path(errors.__file__).parent
 NEVER_RAISED = {'MultipleMethodsCompactError'}
 
 ERROR_CLASSES = [
-  cls for _, cls in inspect.getmembers(errors, inspect.isclass)
+  cls
+  for _, cls in inspect.getmembers(errors, inspect.isclass)
   if issubclass(cls, errors.FlaxlikeError) and cls is not errors.FlaxlikeError
 ]
 
 LINEN_NAMES = [
-  'ScopeParamShapeError', 'ScopeParamNotFoundError', 'ScopeCollectionNotFound',
-  'ScopeVariableNotFoundError', 'ModifyScopeVariableError', 'NameInUseError',
-  'AssignSubModuleError', 'SetAttributeInModuleSetupError', 'SetAttributeFrozenModuleError',
-  'MultipleMethodsCompactError', 'ReservedModuleAttributeError', 'ApplyModuleInvalidMethodError',
-  'CallCompactUnboundModuleError', 'CallSetupUnboundModuleError', 'CallUnbindOnUnboundModuleError',
-  'CallShareScopeOnUnboundModuleError', 'InvalidRngError', 'ApplyScopeInvalidVariablesTypeError',
-  'ApplyScopeInvalidVariablesStructureError', 'JaxTransformError', 'LazyInitError',
-  'InvalidInstanceModuleError', 'IncorrectPostInitOverrideError', 'DescriptorAttributeError',
-  'TransformedMethodReturnValueError', 'TransformTargetError', 'InvalidScopeError',
-  'InvalidFilterError', 'PartitioningUnspecifiedError', 'InvalidCheckpointError',
+  'ScopeParamShapeError',
+  'ScopeParamNotFoundError',
+  'ScopeCollectionNotFound',
+  'ScopeVariableNotFoundError',
+  'ModifyScopeVariableError',
+  'NameInUseError',
+  'AssignSubModuleError',
+  'SetAttributeInModuleSetupError',
+  'SetAttributeFrozenModuleError',
+  'MultipleMethodsCompactError',
+  'ReservedModuleAttributeError',
+  'ApplyModuleInvalidMethodError',
+  'CallCompactUnboundModuleError',
+  'CallSetupUnboundModuleError',
+  'CallUnbindOnUnboundModuleError',
+  'CallShareScopeOnUnboundModuleError',
+  'InvalidRngError',
+  'ApplyScopeInvalidVariablesTypeError',
+  'ApplyScopeInvalidVariablesStructureError',
+  'JaxTransformError',
+  'LazyInitError',
+  'InvalidInstanceModuleError',
+  'IncorrectPostInitOverrideError',
+  'DescriptorAttributeError',
+  'TransformedMethodReturnValueError',
+  'TransformTargetError',
+  'InvalidScopeError',
+  'InvalidFilterError',
+  'PartitioningUnspecifiedError',
+  'InvalidCheckpointError',
   'AlreadyExistsError',
 ]
 
 
 def _library_source() -> str:
-  return '\n'.join(
-    p.read_text() for p in PACKAGE.rglob('*.py') if p.name != 'errors.py'
-  )
+  return '\n'.join(p.read_text() for p in PACKAGE.rglob('*.py') if p.name != 'errors.py')
 
 
 def test_every_linen_error_name_exists():

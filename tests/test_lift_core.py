@@ -24,8 +24,9 @@ def dense(scope, x, features=3):
 
 def test_vmap_ensemble_splits_params_per_member():
   def model(scope, x):
-    return lift.vmap(dense, variable_axes={'params': 0}, split_rngs={'params': True},
-                     in_axes=None, axis_size=4)(scope.push('ens'), x)
+    return lift.vmap(
+      dense, variable_axes={'params': 0}, split_rngs={'params': True}, in_axes=None, axis_size=4
+    )(scope.push('ens'), x)
 
   x = jnp.ones((2, 5))
   y, variables = core.init(model)(jax.random.PRNGKey(0), x)
@@ -41,8 +42,9 @@ def test_vmap_ensemble_splits_params_per_member():
 
 def test_vmap_without_split_shares_the_key():
   def model(scope, x):
-    return lift.vmap(dense, variable_axes={'params': 0}, split_rngs={'params': False},
-                     in_axes=None, axis_size=3)(scope, x)
+    return lift.vmap(
+      dense, variable_axes={'params': 0}, split_rngs={'params': False}, in_axes=None, axis_size=3
+    )(scope, x)
 
   _, variables = core.init(model)(jax.random.PRNGKey(1), jnp.ones((1, 2)))
   kernel = variables['params']['kernel']
@@ -53,8 +55,9 @@ def _stack(scope, h):
   def layer(scope, h):
     return jnp.tanh(dense(scope.push('Dense_0'), h, h.shape[-1])), h.sum()
 
-  return lift.scan(layer, variable_axes={'params': 0}, split_rngs={'params': True},
-                   length=4)(scope, h)
+  return lift.scan(layer, variable_axes={'params': 0}, split_rngs={'params': True}, length=4)(
+    scope, h
+  )
 
 
 def test_scan_over_layers_equals_unrolled_loop():
@@ -76,8 +79,13 @@ def test_scan_counter_offset_of_the_constancy_trace():
       return dense(scope.push('Dense_0'), h, h.shape[-1]), None
 
     def fn(scope, h):
-      return lift.scan(layer, variable_axes={'params': 0}, split_rngs={'params': True}, length=2,
-                       check_constancy_invariants=check)(scope.push('S'), h)
+      return lift.scan(
+        layer,
+        variable_axes={'params': 0},
+        split_rngs={'params': True},
+        length=2,
+        check_constancy_invariants=check,
+      )(scope.push('S'), h)
 
     return fn
 
@@ -136,8 +144,9 @@ def test_collections_outside_the_filters_are_invisible_and_untouched():
 
   def model(scope, x):
     scope.variable('other', 'v', lambda: jnp.ones(()))
-    return lift.vmap(fn, variable_axes={'params': 0}, split_rngs={'params': True},
-                     in_axes=0)(scope.push('m'), x)
+    return lift.vmap(fn, variable_axes={'params': 0}, split_rngs={'params': True}, in_axes=0)(
+      scope.push('m'), x
+    )
 
   _, variables = core.init(model)(jax.random.PRNGKey(0), jnp.ones((2, 1, 2)))
   assert list(variables) == ['other', 'params']
@@ -168,8 +177,9 @@ def test_jit_traces_once_and_forks_rngs():
     return jitted(scope, x), jitted(scope, x)
 
   # Second call is a cache hit, and its fork draws a new root key from the outer scope.
-  (a, b), _ = core.init(model)({'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)},
-                               jnp.zeros((3,)))
+  (a, b), _ = core.init(model)(
+    {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}, jnp.zeros((3,))
+  )
   assert not np.allclose(a, b)
   k1 = fold_static(jax.random.PRNGKey(1), (1,))
   np.testing.assert_allclose(a, jax.random.normal(fold_static(k1, (2,)), (3,)), rtol=1e-6)
@@ -195,8 +205,14 @@ def test_vmap_adds_and_removes_the_partition_axis():
     k = scope.param('kernel', meta.with_partitioning(lecun, ('in', 'out')), (x.shape[-1], 2))
     return x @ k
 
-  fn = lift.vmap(boxed, variable_axes={'params': 0}, split_rngs={'params': True}, in_axes=None,
-                 axis_size=3, metadata_params={meta.PARTITION_NAME: 'layers'})
+  fn = lift.vmap(
+    boxed,
+    variable_axes={'params': 0},
+    split_rngs={'params': True},
+    in_axes=None,
+    axis_size=3,
+    metadata_params={meta.PARTITION_NAME: 'layers'},
+  )
   _, variables = core.init(fn)(jax.random.PRNGKey(0), jnp.ones((1, 4)))
   box = variables['params']['kernel']
   assert isinstance(box, meta.Partitioned)
@@ -220,8 +236,9 @@ def test_cond_and_while_on_bare_scopes():
       s.put_variable('state', 'n', s.get_variable('state', 'n') + 1)
       return c * 2
 
-    c = lift.while_loop(lambda s, c: s.get_variable('state', 'n') < 3, body, scope, 1.0,
-                        carry_variables='state')
+    c = lift.while_loop(
+      lambda s, c: s.get_variable('state', 'n') < 3, body, scope, 1.0, carry_variables='state'
+    )
     return y, n.value, c
 
   (y, n, c), variables = core.init(model)(jax.random.PRNGKey(0), jnp.ones((1, 2)), True)

@@ -14,6 +14,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_ruff_check_is_clean():
   result = subprocess.run(
     [sys.executable, '-m', 'ruff', 'check', '--no-cache', '--output-format', 'concise', '.'],
-    cwd=ROOT, capture_output=True, text=True, check=False,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
   )
   assert result.returncode == 0, f'ruff found problems:\n{result.stdout}{result.stderr}'

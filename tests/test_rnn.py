@@ -88,8 +88,7 @@ def test_bidirectional_respects_padding():
     # so their params sit at TinyCell_0/TinyCell_1 of this module.
     @nn.compact
     def __call__(self, x, seq_lengths):
-      bi = nn.Bidirectional(nn.RNN(TinyCell()), nn.RNN(TinyCell(4)), return_carry=True,
-                            name='bi')
+      bi = nn.Bidirectional(nn.RNN(TinyCell()), nn.RNN(TinyCell(4)), return_carry=True, name='bi')
       return bi(x, seq_lengths=seq_lengths)
 
   bi = Model()

@@ -49,8 +49,10 @@ def same(a, b) -> bool:
 # --- spec vectors ----------------------------------------------------------------------
 
 SPEC_VECTORS = [
-  ({'a': np.arange(6, dtype=np.float32).reshape(2, 3)},
-   '81a161c72601939202 03a7666c6f61743332c418000000000000803f0000004000004040000080400000a040'),
+  (
+    {'a': np.arange(6, dtype=np.float32).reshape(2, 3)},
+    '81a161c72601939202 03a7666c6f61743332c418000000000000803f0000004000004040000080400000a040',
+  ),
   ({'s': np.float32(1.5)}, '81a173 d803 9390a7666c6f61743332c4040000c03f'),
   ({'c': 1 + 2j}, '81a163c7130292cb3ff0000000000000cb4000000000000000'),
   ({'a': np.int64(3)}, '81a161c712039390a5696e743634c4080300000000000000'),
@@ -70,10 +72,11 @@ def test_spec_vectors(tree, hexbytes):
 
 
 def test_spec_payloads():
-  assert '939102a4626f6f6cc4020100' in serialization.to_bytes(
-    {'x': np.array([True, False])}).hex()
-  assert '939102a862666c6f61743136c404803f803f' in serialization.to_bytes(
-    {'x': jnp.ones(2, jnp.bfloat16)}).hex()
+  assert '939102a4626f6f6cc4020100' in serialization.to_bytes({'x': np.array([True, False])}).hex()
+  assert (
+    '939102a862666c6f61743136c404803f803f'
+    in serialization.to_bytes({'x': jnp.ones(2, jnp.bfloat16)}).hex()
+  )
   assert serialization.to_bytes((1, 2)) == serialization.to_bytes({'0': 1, '1': 2})
 
 
@@ -137,15 +140,15 @@ def test_chunked_fixture(monkeypatch):
 
 def test_chunk_layout(monkeypatch):
   monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', 16)
-  raw = msgpack_unpack(serialization.to_bytes({'a': np.arange(10, dtype=np.float32)
-                                               .reshape(2, 5)}))
+  raw = msgpack_unpack(serialization.to_bytes({'a': np.arange(10, dtype=np.float32).reshape(2, 5)}))
   entry = raw['a']
   assert list(entry) == ['__msgpack_chunked_array__', 'shape', 'chunks']
   assert entry['shape'] == {'0': 2, '1': 5}
   assert list(entry['chunks']) == ['0', '1', '2']
   # A 16-byte array is at the threshold, not above it.
   assert serialization.to_bytes({'b': np.zeros(4, np.float32)}) == serialization.to_bytes(
-    {'b': np.zeros(4, np.float32)})
+    {'b': np.zeros(4, np.float32)}
+  )
   assert b'__msgpack' not in serialization.to_bytes({'b': np.zeros(4, np.float32)})
   # Arrays inside lists are not chunked (Flax would not reassemble them there).
   assert b'__msgpack' not in serialization.msgpack_serialize([np.zeros(10, np.float32)])
@@ -159,8 +162,11 @@ def msgpack_unpack(data):
 
 def test_chunked_round_trip_lowered_threshold(monkeypatch):
   monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', 64)
-  tree = {'x': np.arange(1000, dtype=np.float64).reshape(10, 100),
-          'y': {'z': np.arange(33, dtype=np.int8)}, 'w': np.arange(7, dtype=np.complex128)}
+  tree = {
+    'x': np.arange(1000, dtype=np.float64).reshape(10, 100),
+    'y': {'z': np.arange(33, dtype=np.int8)},
+    'w': np.arange(7, dtype=np.complex128),
+  }
   assert same(serialization.msgpack_restore(serialization.to_bytes(tree)), tree)
 
 
@@ -168,12 +174,17 @@ def test_chunked_round_trip_lowered_threshold(monkeypatch):
 # big ones (_BIG and up) copied after the document validates, copies on threads
 # (_PARALLEL_COPY_MIN_BYTES), file reads in _READ_BLOCK pieces and unknown-size streams
 # read in _UNKNOWN_SIZE_PIECE pieces. A chunked array must come back whole from each.
-_CHUNK_BYTES = sorted({
-  n
-  for limit in ('_BIG', '_READ_BLOCK', '_PARALLEL_COPY_MIN_BYTES', '_UNKNOWN_SIZE_PIECE')
-  for n in (getattr(serialization, limit) - 8, getattr(serialization, limit),
-            getattr(serialization, limit) + 8)
-})
+_CHUNK_BYTES = sorted(
+  {
+    n
+    for limit in ('_BIG', '_READ_BLOCK', '_PARALLEL_COPY_MIN_BYTES', '_UNKNOWN_SIZE_PIECE')
+    for n in (
+      getattr(serialization, limit) - 8,
+      getattr(serialization, limit),
+      getattr(serialization, limit) + 8,
+    )
+  }
+)
 
 
 class _UnknownSizeStream(io.RawIOBase):
@@ -191,13 +202,18 @@ class _UnknownSizeStream(io.RawIOBase):
 
 @pytest.mark.parametrize('chunk_bytes', _CHUNK_BYTES)
 @pytest.mark.parametrize('source', ['bytes', 'bytearray', 'memoryview', 'file', 'stream'])
-def test_chunked_arrays_restore_at_every_size_threshold(monkeypatch, tmp_path, chunk_bytes,
-                                                        source):
-  monkeypatch.setattr(serialization, '_PARALLEL_COPY_MIN_BYTES',
-                      min(serialization._PARALLEL_COPY_MIN_BYTES, 2 * chunk_bytes))
+def test_chunked_arrays_restore_at_every_size_threshold(monkeypatch, tmp_path, chunk_bytes, source):
+  monkeypatch.setattr(
+    serialization,
+    '_PARALLEL_COPY_MIN_BYTES',
+    min(serialization._PARALLEL_COPY_MIN_BYTES, 2 * chunk_bytes),
+  )
   n = 2 * chunk_bytes // 4 + 3  # two full float32 chunks and a short third one
-  tree = {'w': np.arange(n, dtype=np.float32), 'b': {'v': np.arange(5, dtype=np.int8)},
-          'x': np.arange(n // 2, dtype=np.float32).reshape(-1, 1)}
+  tree = {
+    'w': np.arange(n, dtype=np.float32),
+    'b': {'v': np.arange(5, dtype=np.int8)},
+    'x': np.arange(n // 2, dtype=np.float32).reshape(-1, 1),
+  }
   monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', chunk_bytes)
   data = serialization.to_bytes(tree)
   assert len(msgpack_unpack(data)['w']['chunks']) == 3
@@ -259,14 +275,15 @@ def test_restored_arrays_writable_and_aligned():
 
 
 def test_strict_restore_errors():
-  target = {'params': {'Dense_0': {'kernel': np.zeros((2, 3), np.float32),
-                                   'bias': np.zeros(3, np.float32)}}}
+  target = {
+    'params': {'Dense_0': {'kernel': np.zeros((2, 3), np.float32), 'bias': np.zeros(3, np.float32)}}
+  }
   good = serialization.to_bytes(target)
   assert same(serialization.from_bytes(target, good, strict=True), target)
 
   bad_shape = serialization.to_bytes(
-    {'params': {'Dense_0': {'kernel': np.zeros((5,), np.float32), 'bias': np.zeros(3,
-                                                                                 np.float32)}}})
+    {'params': {'Dense_0': {'kernel': np.zeros((5,), np.float32), 'bias': np.zeros(3, np.float32)}}}
+  )
   # Flax's behaviour without strict: the wrong shape goes through silently.
   assert serialization.from_bytes(target, bad_shape)['params']['Dense_0']['kernel'].shape == (5,)
   with pytest.raises(errors.RestoreMismatchError) as e:
@@ -274,8 +291,7 @@ def test_strict_restore_errors():
   msg = str(e.value)
   assert './params/Dense_0/kernel' in msg and '(2, 3)' in msg and '(5,)' in msg
 
-  bad_dtype = serialization.to_bytes(jax.tree_util.tree_map(lambda x: x.astype(np.float16),
-                                                            target))
+  bad_dtype = serialization.to_bytes(jax.tree_util.tree_map(lambda x: x.astype(np.float16), target))
   with pytest.raises(errors.RestoreMismatchError, match='float16'):
     serialization.from_bytes(target, bad_dtype, strict=True)
 
@@ -411,9 +427,13 @@ def arrays(draw):
 
 
 scalars = st.one_of(
-  st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
-  st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
-  st.binary(max_size=40), st.complex_numbers(allow_nan=True),
+  st.none(),
+  st.booleans(),
+  st.integers(-(2**63), 2**64 - 1),
+  st.floats(allow_nan=True, allow_infinity=True),
+  st.text(max_size=40),
+  st.binary(max_size=40),
+  st.complex_numbers(allow_nan=True),
   arrays().map(lambda a: a.reshape(-1)[0] if a.size else a[()] if a.ndim == 0 else a),
   arrays(),
 )
@@ -424,8 +444,7 @@ keys = st.one_of(st.text(max_size=8), st.integers(-5, 300))
 def trees(leaves):
   return st.recursive(
     leaves,
-    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(keys, kids,
-                                                                       max_size=4)),
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(keys, kids, max_size=4)),
     max_leaves=12,
   )
 
@@ -499,14 +518,18 @@ def test_cached_prefix_not_used_for_other_layouts():
   c = np.arange(6, dtype=np.float32).reshape(2, 3)
   serialization.to_bytes(c)  # caches the prefix of (2, 3) float32
   for other in (np.asfortranarray(c), c.astype('>f4'), np.ones((2, 3), np.int32)):
-    assert serialization.to_bytes(other) == _flax_style_packb(np.ascontiguousarray(
-      other, other.dtype.newbyteorder('<')))
+    assert serialization.to_bytes(other) == _flax_style_packb(
+      np.ascontiguousarray(other, other.dtype.newbyteorder('<'))
+    )
 
 
 def test_same_payload_length_different_headers():
   # (1,) int64 and (2,) int32 have payloads of equal length and equal header length.
-  tree = {'a': np.array([5], np.int64), 'b': np.array([1, 2], np.int32),
-          'c': np.array([7], np.int64)}
+  tree = {
+    'a': np.array([5], np.int64),
+    'b': np.array([1, 2], np.int32),
+    'c': np.array([7], np.int64),
+  }
   back = serialization.msgpack_restore(serialization.to_bytes(tree))
   assert same(back, tree)
 
@@ -516,20 +539,27 @@ def test_cached_big_array_header_does_not_hide_a_corrupt_one(source):
   big = np.arange(5_000, dtype=np.float32)
   tree = {'a': big, 'b': big + 1}
   encoded = serialization.to_bytes(tree)
-  restore = (lambda data: serialization.read_bytes(io.BytesIO(data))) if source == 'file' else (
-    serialization.msgpack_restore)
+  restore = (
+    (lambda data: serialization.read_bytes(io.BytesIO(data)))
+    if source == 'file'
+    else (serialization.msgpack_restore)
+  )
   assert same(restore(encoded), tree)  # caches the (5000,) float32 header
   second = encoded.rindex(b'float32')
   for wrong, problem in ((b'float33', 'unsupported dtype'), (b'float64', 'needs 40000 bytes')):
-    corrupt = encoded[:second] + wrong + encoded[second + len(wrong):]
+    corrupt = encoded[:second] + wrong + encoded[second + len(wrong) :]
     with pytest.raises(errors.MsgpackDecodeError, match=f'at "./b".*{problem}'):
       restore(corrupt)
   assert same(restore(encoded), tree)
 
 
 def test_mixed_small_and_large_arrays_restore_writable():
-  tree = {'small': np.arange(3, dtype=np.float32), 'big': np.arange(10_000, dtype=np.float64),
-          'scalar': np.int32(4), 'nested': [{'s': np.ones((2, 2), np.int8)}]}
+  tree = {
+    'small': np.arange(3, dtype=np.float32),
+    'big': np.arange(10_000, dtype=np.float64),
+    'scalar': np.int32(4),
+    'nested': [{'s': np.ones((2, 2), np.int8)}],
+  }
   back = serialization.msgpack_restore(serialization.msgpack_serialize(tree))
   assert same(back, tree)
   for arr in (back['small'], back['big'], back['nested'][0]['s']):
@@ -541,8 +571,10 @@ def test_big_arrays_copied_in_parallel_or_not_restore_the_same(monkeypatch, min_
   monkeypatch.setattr(serialization, '_PARALLEL_COPY_MIN_BYTES', min_bytes)
   rng = np.random.default_rng(0)
   sizes = [5_000, 70_000, 4_097, 123_457, 9_000, 6_001, 50_000]
-  tree = {f'a{i}': rng.standard_normal(n).astype(np.float32 if i % 2 else np.float64)
-          for i, n in enumerate(sizes)}
+  tree = {
+    f'a{i}': rng.standard_normal(n).astype(np.float32 if i % 2 else np.float64)
+    for i, n in enumerate(sizes)
+  }
   tree['tiny'] = np.arange(3, dtype=np.int16)
   encoded = serialization.to_bytes(tree)
   back = serialization.msgpack_restore(encoded)
@@ -561,12 +593,15 @@ def test_big_arrays_copied_in_parallel_or_not_restore_the_same(monkeypatch, min_
     serialization.msgpack_restore(encoded[:-1])
 
 
-@pytest.mark.parametrize('doc', [
-  b'\x81\xa1t\xd6\xff\x00\x00\x00\x01',  # timestamp value
-  b'\x81\xd6\xff\x00\x00\x00\x01\x00',  # timestamp key
-  b'\x91\xd7\xff' + bytes(8),  # timestamp in a list
-  b'\xd6\xff\x00\x00\x00\x01',  # timestamp at the root
-])
+@pytest.mark.parametrize(
+  'doc',
+  [
+    b'\x81\xa1t\xd6\xff\x00\x00\x00\x01',  # timestamp value
+    b'\x81\xd6\xff\x00\x00\x00\x01\x00',  # timestamp key
+    b'\x91\xd7\xff' + bytes(8),  # timestamp in a list
+    b'\xd6\xff\x00\x00\x00\x01',  # timestamp at the root
+  ],
+)
 def test_timestamps_rejected_like_other_reserved_ext_types(doc):
   with pytest.raises(errors.MsgpackDecodeError, match='reserved ext type -1'):
     serialization.msgpack_restore(doc)
@@ -580,16 +615,19 @@ def test_lowered_max_depth_applies_to_c_decoder(monkeypatch):
 
 
 def test_chunked_only_reassembled_through_dicts():
-  chunk_map = {'__msgpack_chunked_array__': True, 'shape': {'0': 2},
-               'chunks': {'0': np.zeros(2, np.float32)}}
-  back = serialization.msgpack_restore(serialization.msgpack_serialize(
-    {'d': {'x': chunk_map}, 'l': [chunk_map]}))
+  chunk_map = {
+    '__msgpack_chunked_array__': True,
+    'shape': {'0': 2},
+    'chunks': {'0': np.zeros(2, np.float32)},
+  }
+  back = serialization.msgpack_restore(
+    serialization.msgpack_serialize({'d': {'x': chunk_map}, 'l': [chunk_map]})
+  )
   assert same(back['d']['x'], np.zeros(2, np.float32))
   assert same(back['l'][0], chunk_map)
 
 
-@settings(max_examples=400, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_c_decoder_never_accepts_what_the_parser_rejects(data):
   from tests.test_serialization_fuzz import mutated

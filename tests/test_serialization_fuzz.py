@@ -25,8 +25,11 @@ def _corpus() -> list[bytes]:
   for name in ('mixed.msgpack', 'chunked_16.msgpack', 'train_state_step1.msgpack'):
     with open(os.path.join(FIXTURES, name), 'rb') as f:
       docs.append(f.read())
-  docs.append(serialization.msgpack_serialize(
-    [{'a': np.arange(3, dtype=np.float32)}, 1 + 2j, np.float32(1), [[[]]], {1: b'x'}]))
+  docs.append(
+    serialization.msgpack_serialize(
+      [{'a': np.arange(3, dtype=np.float32)}, 1 + 2j, np.float32(1), [[[]]], {1: b'x'}]
+    )
+  )
   return docs
 
 
@@ -34,8 +37,7 @@ CORPUS = _corpus()
 
 
 def check(data: bytes) -> None:
-  for decode in (serialization.msgpack_restore,
-                 lambda d: serialization.read_bytes(io.BytesIO(d))):
+  for decode in (serialization.msgpack_restore, lambda d: serialization.read_bytes(io.BytesIO(d))):
     try:
       decode(data)
     except MsgpackDecodeError as e:
@@ -69,9 +71,13 @@ def mutated(draw):
 _runs = {'count': 0}
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-          phases=[Phase.explicit, Phase.generate, Phase.shrink],
-          suppress_health_check=list(HealthCheck))
+@settings(
+  max_examples=FUZZ_EXAMPLES,
+  deadline=None,
+  database=None,
+  phases=[Phase.explicit, Phase.generate, Phase.shrink],
+  suppress_health_check=list(HealthCheck),
+)
 @given(mutated())
 def test_fuzz_mutated_documents(data):
   _runs['count'] += 1
@@ -92,37 +98,44 @@ def test_every_truncation_of_every_corpus_document():
 
 
 def ndarray_ext(shape, name: bytes, data: bytes, declared_len=None) -> bytes:
-  payload = b'\x93' + bytes([0x90 | len(shape)]) + b''.join(
-    b'\xce' + struct.pack('>I', d) for d in shape)
+  payload = (
+    b'\x93' + bytes([0x90 | len(shape)]) + b''.join(b'\xce' + struct.pack('>I', d) for d in shape)
+  )
   payload += bytes([0xA0 | len(name)]) + name + b'\xc6' + struct.pack('>I', len(data)) + data
   n = len(payload) if declared_len is None else declared_len
   return b'\x81\xa1a\xc9' + struct.pack('>I', n) + b'\x01' + payload
 
 
-@pytest.mark.parametrize('doc,match', [
-  (ndarray_ext((2**30,), b'float32', b'\x00' * 8), 'needs 4294967296 bytes'),
-  (ndarray_ext((2**31, 2**31), b'float64', b''), r'needs \d+ bytes but the payload has 0'),
-  (ndarray_ext((2,), b'object', b'\x00' * 16), 'unsupported dtype'),
-  (ndarray_ext((2,), b'O', b'\x00' * 16), 'unsupported dtype'),
-  (ndarray_ext((1,), b'V8', b'\x00' * 8), 'unsupported dtype'),
-  (ndarray_ext((1,), b'float32', b'\x00' * 4, declared_len=2**31), 'only'),
-  (b'\xdd\xff\xff\xff\xff', 'declares 4294967295 entries'),
-  (b'\xdf\xff\xff\xff\xff', 'declares 4294967295 entries'),
-  (b'\xc6\xff\xff\xff\xff\x00', 'truncated'),
-  (b'\xdb\xff\xff\xff\xff\x00', 'truncated'),
-  (b'\x81\xa1a\xc7\x03\x02abc', 'complex'),
-  (b'\x81\xa1a\xd4\x03\x00', 'ndarray payload'),
-  (b'\x81\x91\x00\x00', 'keys must be scalars'),
-  (b'\xa2\xff\xfe', 'UTF-8'),
-  (b'\xc1', 'not a msgpack type'),
-  (b'\x81\xa1a\xd4\xff\x00', 'reserved ext type'),
-  (b'\xc0\xc0', 'follow the end'),
-  (b'', 'truncated'),
-  (serialization.msgpack_serialize({'__msgpack_chunked_array__': True, 'shape': {'0': 5},
-                                    'chunks': {'0': np.zeros(2)}}), 'chunks hold 2'),
-  (serialization.msgpack_serialize({'x': {'__msgpack_chunked_array__': True}}),
-   r'at "\./x"'),
-])
+@pytest.mark.parametrize(
+  'doc,match',
+  [
+    (ndarray_ext((2**30,), b'float32', b'\x00' * 8), 'needs 4294967296 bytes'),
+    (ndarray_ext((2**31, 2**31), b'float64', b''), r'needs \d+ bytes but the payload has 0'),
+    (ndarray_ext((2,), b'object', b'\x00' * 16), 'unsupported dtype'),
+    (ndarray_ext((2,), b'O', b'\x00' * 16), 'unsupported dtype'),
+    (ndarray_ext((1,), b'V8', b'\x00' * 8), 'unsupported dtype'),
+    (ndarray_ext((1,), b'float32', b'\x00' * 4, declared_len=2**31), 'only'),
+    (b'\xdd\xff\xff\xff\xff', 'declares 4294967295 entries'),
+    (b'\xdf\xff\xff\xff\xff', 'declares 4294967295 entries'),
+    (b'\xc6\xff\xff\xff\xff\x00', 'truncated'),
+    (b'\xdb\xff\xff\xff\xff\x00', 'truncated'),
+    (b'\x81\xa1a\xc7\x03\x02abc', 'complex'),
+    (b'\x81\xa1a\xd4\x03\x00', 'ndarray payload'),
+    (b'\x81\x91\x00\x00', 'keys must be scalars'),
+    (b'\xa2\xff\xfe', 'UTF-8'),
+    (b'\xc1', 'not a msgpack type'),
+    (b'\x81\xa1a\xd4\xff\x00', 'reserved ext type'),
+    (b'\xc0\xc0', 'follow the end'),
+    (b'', 'truncated'),
+    (
+      serialization.msgpack_serialize(
+        {'__msgpack_chunked_array__': True, 'shape': {'0': 5}, 'chunks': {'0': np.zeros(2)}}
+      ),
+      'chunks hold 2',
+    ),
+    (serialization.msgpack_serialize({'x': {'__msgpack_chunked_array__': True}}), r'at "\./x"'),
+  ],
+)
 def test_hostile_documents(doc, match):
   tracemalloc.start()
   try:

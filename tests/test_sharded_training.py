@@ -58,11 +58,13 @@ class DecoderBlock(nn.Module):
     )(h, mask=mask)
     h = _layer_norm()(x)
     h = nn.Dense(
-      MLP_DIM, kernel_init=_annotated(_kernel, ('embed', 'mlp')),
+      MLP_DIM,
+      kernel_init=_annotated(_kernel, ('embed', 'mlp')),
       bias_init=_annotated(_zeros, ('mlp',)),
     )(h)
     h = nn.Dense(
-      EMBED, kernel_init=_annotated(_kernel, ('mlp', 'embed')),
+      EMBED,
+      kernel_init=_annotated(_kernel, ('mlp', 'embed')),
       bias_init=_annotated(_zeros, ('embed',)),
     )(nn.gelu(h))
     return x + h
@@ -74,12 +76,14 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens):
     x = nn.Embed(
-      VOCAB, EMBED,
+      VOCAB,
+      EMBED,
       embedding_init=_annotated(nn.initializers.normal(1.0), ('vocab', 'embed')),
     )(tokens)
     # 'length' has no rule in any configuration: the position table stays replicated on it.
     position = self.param(
-      'position', _annotated(nn.initializers.normal(0.02), ('length', 'embed')),
+      'position',
+      _annotated(nn.initializers.normal(0.02), ('length', 'embed')),
       (LENGTH, EMBED),
     )
     x = x + position[None]
@@ -88,7 +92,8 @@ class Decoder(nn.Module):
       x = DecoderBlock()(x, mask)
     x = _layer_norm()(x)
     return nn.Dense(
-      VOCAB, kernel_init=_annotated(_kernel, ('embed', 'vocab')),
+      VOCAB,
+      kernel_init=_annotated(_kernel, ('embed', 'vocab')),
       bias_init=_annotated(_zeros, ('vocab',)),
     )(x)
 
@@ -136,7 +141,8 @@ TENSOR_RULES = (('mlp', 'model'), ('heads', 'model'), ('vocab', 'model'), ('embe
 CONFIGS = {
   'data_parallel': Parallelism(mesh=((8,), ('data',)), rules=(('batch', 'data'),), expected={}),
   'tensor_parallel': Parallelism(
-    mesh=((4,), ('model',)), rules=TENSOR_RULES,
+    mesh=((4,), ('model',)),
+    rules=TENSOR_RULES,
     expected={
       ('vocab', 'embed'): P('model', None),
       ('length', 'embed'): P(None, 'model'),
@@ -194,9 +200,7 @@ def reference():
 
 def _shard_shape(shape, spec, mesh):
   spec = tuple(spec) + (None,) * (len(shape) - len(spec))
-  return tuple(
-    size // (1 if axis is None else mesh.shape[axis]) for size, axis in zip(shape, spec)
-  )
+  return tuple(size // (1 if axis is None else mesh.shape[axis]) for size, axis in zip(shape, spec))
 
 
 def _check_layout(arrays, names, expected, mesh, what):
@@ -241,12 +245,16 @@ def test_sharded_training_matches_single_device(config, logical_names, reference
   # Sharded init draws the same numbers as the unsharded one (partitionable threefry).
   jax.tree_util.tree_map(
     lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7),
-    params, initial,
+    params,
+    initial,
   )
 
   opt_shardings = optax.tree_map_params(
-    OPTIMIZER, lambda _, sharding: sharding, jax.eval_shape(OPTIMIZER.init, params),
-    shardings['params'], transform_non_params=lambda _: replicated,
+    OPTIMIZER,
+    lambda _, sharding: sharding,
+    jax.eval_shape(OPTIMIZER.init, params),
+    shardings['params'],
+    transform_non_params=lambda _: replicated,
   )
   opt_init = jax.jit(OPTIMIZER.init, out_shardings=opt_shardings, compiler_options=FAST_COMPILE)
   opt_state = opt_init(params)
@@ -266,7 +274,8 @@ def test_sharded_training_matches_single_device(config, logical_names, reference
   assert ref_losses[-1] < ref_losses[0]
   jax.tree_util.tree_map(
     lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5),
-    params, ref_final,
+    params,
+    ref_final,
   )
   _check_layout(params, logical_names, cfg.expected, mesh, 'trained params')
   # The AdamW moments live where their parameters do.
@@ -280,7 +289,8 @@ def test_reshaped_logical_kernels_apply_under_an_active_mesh_and_rules():
   # code usually creates them, so apply re-derives the parameter shapes under the mesh.
   def attention():
     return nn.MultiHeadDotProductAttention(
-      num_heads=HEADS, use_bias=False,
+      num_heads=HEADS,
+      use_bias=False,
       kernel_init=_annotated(_kernel, ('embed', 'heads', 'kv')),
       out_kernel_init=_annotated(_kernel, ('heads', 'kv', 'embed')),
     )

@@ -45,15 +45,24 @@ def _has_constraint(fn, *args) -> bool:
 
 # (names, rules, spec) recorded from flax.linen.logical_to_mesh_axes 0.12.8.
 LINEN_CASES = [
-  (('batch', 'length', 'heads', 'features'),
-   (('batch', 'X'), ('features', 'X'), ('heads', 'Y'), ('batch', 'Z')), P('X', None, 'Y', None)),
-  (('batch', 'embed'), (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('embed', 'model')),
-   P(('data', 'fsdp'), 'model')),
+  (
+    ('batch', 'length', 'heads', 'features'),
+    (('batch', 'X'), ('features', 'X'), ('heads', 'Y'), ('batch', 'Z')),
+    P('X', None, 'Y', None),
+  ),
+  (
+    ('batch', 'embed'),
+    (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('embed', 'model')),
+    P(('data', 'fsdp'), 'model'),
+  ),
   (('embed', 'mlp'), (('mlp', 'model'), ('embed', 'model'), ('embed', 'data')), P('data', 'model')),
   (('embed', 'mlp'), (('embed', None), ('embed', 'data'), ('mlp', 'model')), P(None, 'model')),
   ((None, 'mlp'), (('mlp', 'model'),), P(None, 'model')),
-  (('layers', 'embed', 'mlp'), (('layers', 'stage'), ('embed', 'data'), ('mlp', 'data')),
-   P('stage', 'data', None)),
+  (
+    ('layers', 'embed', 'mlp'),
+    (('layers', 'stage'), ('embed', 'data'), ('mlp', 'data')),
+    P('stage', 'data', None),
+  ),
   (('a', 'b'), (), P(None, None)),
   (('a', ('x', 'y')), (('a', 'x'), ('a', 'z')), P('z', ('x', 'y'))),
 ]
@@ -68,8 +77,9 @@ def test_logical_to_mesh_axes_matches_linen(names, rules, expected):
 
 
 LOGICAL = ['batch', 'embed', 'mlp', 'heads', 'kv']
-MESH_AXES = st.one_of(st.none(), st.sampled_from(['x', 'y', 'z']),
-                      st.tuples(st.sampled_from(['x', 'y']), st.just('z')))
+MESH_AXES = st.one_of(
+  st.none(), st.sampled_from(['x', 'y', 'z']), st.tuples(st.sampled_from(['x', 'y']), st.just('z'))
+)
 
 
 def _axes(entry):
@@ -79,7 +89,8 @@ def _axes(entry):
 @settings(max_examples=60, deadline=None)
 @given(
   names=st.lists(st.sampled_from(LOGICAL + [None]), max_size=4).filter(
-    lambda ns: len([n for n in ns if n]) == len({n for n in ns if n})),
+    lambda ns: len([n for n in ns if n]) == len({n for n in ns if n})
+  ),
   rules=st.lists(st.tuples(st.sampled_from(LOGICAL), MESH_AXES), max_size=6),
 )
 def test_rule_lookup_properties(names, rules):
@@ -136,7 +147,10 @@ def test_rules_context_nests_restores_and_is_per_thread():
 def test_tree_conversions():
   tree = {'w': P('embed', 'mlp'), 'x': P('batch', None), 'none': None}
   assert nn.logical_to_mesh(tree, RULES) == {
-    'w': P(None, 'model'), 'x': P('data', None), 'none': None}
+    'w': P(None, 'model'),
+    'x': P('data', None),
+    'none': None,
+  }
   shardings = nn.logical_to_mesh_sharding(tree, MESH, RULES)
   assert shardings['w'] == NamedSharding(MESH, P(None, 'model'))
   assert shardings['none'] is None
@@ -152,19 +166,22 @@ def test_with_logical_constraint_mesh_argument_and_fallbacks():
   names = ('batch', 'seq', 'mlp')
 
   def run(fallback):
-    return jax.jit(lambda x: nn.with_logical_constraint(
-      x * 2, names, rules=RULES, mesh=MESH, fallback=fallback))(x)
+    return jax.jit(
+      lambda x: nn.with_logical_constraint(x * 2, names, rules=RULES, mesh=MESH, fallback=fallback)
+    )(x)
 
   assert run(nn.RulesFallback.AXIS_IS_UNSHARDED).sharding.spec == P('data', None, 'model')
   with pytest.raises(errors.ShardingAxisNameError, match=r"\['seq'\].*\('seq', None\)"):
     run(nn.RulesFallback.RAISE_ERROR)
   assert issubclass(errors.ShardingAxisNameError, ValueError)  # Linen raises ValueError
   no_constraint = lambda x: nn.with_logical_constraint(
-    x, names, rules=RULES, mesh=MESH, fallback=nn.RulesFallback.NO_CONSTRAINT)
+    x, names, rules=RULES, mesh=MESH, fallback=nn.RulesFallback.NO_CONSTRAINT
+  )
   assert not _has_constraint(no_constraint, x)
   # A pytree of specs matches a pytree of arrays.
-  out = jax.jit(lambda t: nn.with_logical_constraint(
-    t, {'a': ('mlp', None), 'b': None}, rules=RULES, mesh=MESH))({'a': x[0].T, 'b': x})
+  out = jax.jit(
+    lambda t: nn.with_logical_constraint(t, {'a': ('mlp', None), 'b': None}, rules=RULES, mesh=MESH)
+  )({'a': x[0].T, 'b': x})
   assert out['a'].sharding.spec == P('model')
 
 
@@ -173,11 +190,13 @@ def test_with_logical_constraint_is_a_noop_without_mesh_or_rules():
   with nn.logical_axis_rules(RULES):
     assert not _has_constraint(lambda x: nn.with_logical_constraint(x, ('batch', 'mlp')), x)
   assert not _has_constraint(
-    lambda x: nn.with_logical_constraint(x, ('batch', 'mlp'), mesh=MESH), x)
+    lambda x: nn.with_logical_constraint(x, ('batch', 'mlp'), mesh=MESH), x
+  )
   # As in Linen, RAISE_ERROR checks the names even when nothing is constrained.
   with pytest.raises(errors.ShardingAxisNameError, match=r"\['seq'\]"):
-    nn.with_logical_constraint(x, ('batch', 'seq'), rules=RULES,
-                               fallback=nn.RulesFallback.RAISE_ERROR)
+    nn.with_logical_constraint(
+      x, ('batch', 'seq'), rules=RULES, fallback=nn.RulesFallback.RAISE_ERROR
+    )
 
 
 @pytest.mark.parametrize('explicit', [False, True], ids=['auto', 'explicit'])
@@ -224,7 +243,8 @@ def test_logically_partitioned_specs_and_shardings():
     assert box.get_sharding(MESH) == NamedSharding(MESH, P(None, 'model'))
     assert nn.get_sharding({'k': box}, MESH)['k'].spec == P(None, 'model')
   own_rules = nn.with_logical_partitioning(
-    nn.initializers.zeros_init(), ('embed', 'mlp'), rules=[('embed', 'data')])
+    nn.initializers.zeros_init(), ('embed', 'mlp'), rules=[('embed', 'data')]
+  )
   box = own_rules(jax.random.key(0), (4, 8))
   assert box.rules == (('embed', 'data'),)
   assert box.get_mesh_partition_spec(RULES) == P('data', None)  # its own rules win
@@ -261,12 +281,32 @@ def _block(init_wrap, names):
 
 
 TRANSFORMS = {
-  'scan': (lambda b, mp: nn.scan(b, variable_axes={'params': 0}, split_rngs={'params': True},
-                                 length=3, in_axes=nn.broadcast, metadata_params=mp), (3,)),
-  'vmap': (lambda b, mp: nn.vmap(b, variable_axes={'params': 0}, split_rngs={'params': True},
-                                 in_axes=None, axis_size=3, metadata_params=mp), (3,)),
-  'remat_scan': (lambda b, mp: nn.remat_scan(_carry(b), lengths=(2, 3), metadata_params=mp),
-                 (2, 3)),
+  'scan': (
+    lambda b, mp: nn.scan(
+      b,
+      variable_axes={'params': 0},
+      split_rngs={'params': True},
+      length=3,
+      in_axes=nn.broadcast,
+      metadata_params=mp,
+    ),
+    (3,),
+  ),
+  'vmap': (
+    lambda b, mp: nn.vmap(
+      b,
+      variable_axes={'params': 0},
+      split_rngs={'params': True},
+      in_axes=None,
+      axis_size=3,
+      metadata_params=mp,
+    ),
+    (3,),
+  ),
+  'remat_scan': (
+    lambda b, mp: nn.remat_scan(_carry(b), lengths=(2, 3), metadata_params=mp),
+    (2, 3),
+  ),
 }
 
 
@@ -289,8 +329,11 @@ def test_boxes_get_a_named_axis_from_every_stacking_transform(transform, kind):
 
   def run(metadata_params):
     model = build(_block(wrap, names), metadata_params)()
-    variables = model.init(jax.random.key(0), x, None) if transform != 'remat_scan' else (
-      model.init(jax.random.key(0), x))
+    variables = (
+      model.init(jax.random.key(0), x, None)
+      if transform != 'remat_scan'
+      else (model.init(jax.random.key(0), x))
+    )
     leaves = jax.tree_util.tree_leaves(variables, is_leaf=meta.is_axis_metadata)
     (box,) = [leaf for leaf in leaves if meta.is_axis_metadata(leaf)]
     return model, variables, box
@@ -312,8 +355,9 @@ def test_boxes_get_a_named_axis_from_every_stacking_transform(transform, kind):
 
 
 def test_add_metadata_axis_on_logical_boxes():
-  Boxed = nn.add_metadata_axis(nn.Dense, variable_axes={'params': 0},
-                               metadata_params={nn.PARTITION_NAME: 'stage'})
+  Boxed = nn.add_metadata_axis(
+    nn.Dense, variable_axes={'params': 0}, metadata_params={nn.PARTITION_NAME: 'stage'}
+  )
   kernel_init = nn.with_logical_partitioning(nn.initializers.ones, ('embed', 'mlp'))
   variables = Boxed(2, kernel_init=kernel_init).init(jax.random.key(0), jnp.ones((1, 3)))
   assert variables['params']['kernel'].names == ('stage', 'embed', 'mlp')
@@ -331,26 +375,40 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    h = nn.Dense(self.hidden, kernel_init=lp(nn.initializers.lecun_normal(), ('embed', 'mlp')),
-                 bias_init=lp(nn.initializers.normal(1.0), ('mlp',)))(x)
+    h = nn.Dense(
+      self.hidden,
+      kernel_init=lp(nn.initializers.lecun_normal(), ('embed', 'mlp')),
+      bias_init=lp(nn.initializers.normal(1.0), ('mlp',)),
+    )(x)
     h = nn.with_logical_constraint(h, ('batch', 'mlp'))
     h = nn.BatchNorm(use_running_average=not train)(h)
-    w = self.param('proj', nn.with_partitioning(nn.initializers.normal(1.0), ('model', None)),
-                   (self.hidden, x.shape[-1]))
+    w = self.param(
+      'proj',
+      nn.with_partitioning(nn.initializers.normal(1.0), ('model', None)),
+      (self.hidden, x.shape[-1]),
+    )
     return nn.relu(h) @ w
 
 
 def _no_boxes(tree):
-  return not any(isinstance(leaf, meta.AxisMetadata)
-                 for leaf in jax.tree_util.tree_leaves(tree, is_leaf=meta.is_axis_metadata))
+  return not any(
+    isinstance(leaf, meta.AxisMetadata)
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=meta.is_axis_metadata)
+  )
 
 
 def test_sharded_init_lays_out_every_variable_by_its_rules():
   model, x = MLP(), jnp.ones((8, 4))
   variables, shardings = nn.sharded_init(model, jax.random.key(0), x, mesh=MESH, rules=RULES)
   expected = {
-    'params': {'Dense_0': {'kernel': P(None, 'model'), 'bias': P('model'), },
-               'BatchNorm_0': {'scale': P(), 'bias': P()}, 'proj': P('model', None)},
+    'params': {
+      'Dense_0': {
+        'kernel': P(None, 'model'),
+        'bias': P('model'),
+      },
+      'BatchNorm_0': {'scale': P(), 'bias': P()},
+      'proj': P('model', None),
+    },
     'batch_stats': {'BatchNorm_0': {'mean': P(), 'var': P()}},
   }
   assert jax.tree_util.tree_map(lambda s: s.spec, shardings) == expected
@@ -371,8 +429,12 @@ def test_sharded_init_takes_context_rules_static_args_and_abstract_inputs():
   model = MLP()
   with nn.logical_axis_rules((('mlp', 'data'),)):
     variables, shardings = nn.sharded_init(
-      model, {'params': jax.random.key(1)}, jax.ShapeDtypeStruct((8, 4), jnp.float32),
-      mesh=MESH, train=True)
+      model,
+      {'params': jax.random.key(1)},
+      jax.ShapeDtypeStruct((8, 4), jnp.float32),
+      mesh=MESH,
+      train=True,
+    )
   assert shardings['params']['Dense_0']['kernel'].spec == P(None, 'data')
   assert variables['params']['Dense_0']['kernel'].sharding.spec == P(None, 'data')
   reference = nn.unbox(model.init(jax.random.key(1), jnp.zeros((8, 4)), train=True))
@@ -380,33 +442,45 @@ def test_sharded_init_takes_context_rules_static_args_and_abstract_inputs():
 
 
 def test_sharded_init_errors_name_the_variable():
-  with pytest.raises(errors.ShardingAxisNameError,
-                     match=r"params/Dense_0/kernel: logical axis names \['embed'\]"):
-    nn.sharded_init(MLP(), jax.random.key(0), jnp.ones((8, 4)), mesh=MESH,
-                    rules=(('mlp', 'model'),), fallback=nn.RulesFallback.RAISE_ERROR)
-  with pytest.raises(errors.ShardingAxisNameError,
-                     match=r"params/Dense_0/bias: .* mesh has no axis \['tensor'\]"):
-    nn.sharded_init(MLP(), jax.random.key(0), jnp.ones((8, 4)), mesh=MESH,
-                    rules=(('mlp', 'tensor'),))
+  with pytest.raises(
+    errors.ShardingAxisNameError, match=r"params/Dense_0/kernel: logical axis names \['embed'\]"
+  ):
+    nn.sharded_init(
+      MLP(),
+      jax.random.key(0),
+      jnp.ones((8, 4)),
+      mesh=MESH,
+      rules=(('mlp', 'model'),),
+      fallback=nn.RulesFallback.RAISE_ERROR,
+    )
+  with pytest.raises(
+    errors.ShardingAxisNameError, match=r"params/Dense_0/bias: .* mesh has no axis \['tensor'\]"
+  ):
+    nn.sharded_init(
+      MLP(), jax.random.key(0), jnp.ones((8, 4)), mesh=MESH, rules=(('mlp', 'tensor'),)
+    )
 
   class TooMany(nn.Module):
     @nn.compact
     def __call__(self, x):
-      return self.param('w', nn.with_partitioning(nn.initializers.ones, ('data', None, None)),
-                        (4,))
+      return self.param('w', nn.with_partitioning(nn.initializers.ones, ('data', None, None)), (4,))
 
   with pytest.raises(errors.ShardingAxisNameError, match=r'params/w: 3 axis names .* \(4,\)'):
     nn.sharded_init(TooMany(), jax.random.key(0), jnp.ones(1), mesh=MESH)
 
 
 def test_sharded_init_of_a_scanned_stack_and_a_train_step():
-  Stack = nn.scan(_block(lp, ('embed', 'mlp')), variable_axes={'params': 0},
-                  split_rngs={'params': True}, length=4, in_axes=nn.broadcast,
-                  metadata_params={nn.PARTITION_NAME: 'layers'})
+  Stack = nn.scan(
+    _block(lp, ('embed', 'mlp')),
+    variable_axes={'params': 0},
+    split_rngs={'params': True},
+    length=4,
+    in_axes=nn.broadcast,
+    metadata_params={nn.PARTITION_NAME: 'layers'},
+  )
   rules = (('layers', 'data'), ('mlp', 'model'))
   model, x = Stack(), jnp.ones((8, 4))
-  variables, shardings = nn.sharded_init(model, jax.random.key(0), x, None, mesh=MESH,
-                                         rules=rules)
+  variables, shardings = nn.sharded_init(model, jax.random.key(0), x, None, mesh=MESH, rules=rules)
   params = variables['params']
   assert shardings['params']['Dense_0']['kernel'].spec == P('data', None, 'model')
   tx = optax.sgd(0.1)
@@ -414,7 +488,7 @@ def test_sharded_init_of_a_scanned_stack_and_a_train_step():
 
   def loss(p):
     y, _ = model.apply({'params': p}, x, None)
-    return jnp.mean(y ** 2)
+    return jnp.mean(y**2)
 
   @jax.jit
   def step(p, o):
@@ -422,13 +496,15 @@ def test_sharded_init_of_a_scanned_stack_and_a_train_step():
     updates, o = tx.update(grads, o, p)
     return optax.apply_updates(p, updates), o
 
-  step = jax.jit(step, in_shardings=(shardings['params'], None),
-                 out_shardings=(shardings['params'], None))
+  step = jax.jit(
+    step, in_shardings=(shardings['params'], None), out_shardings=(shardings['params'], None)
+  )
   new_params, _ = step(params, opt_state)
   assert _specs(new_params) == jax.tree_util.tree_map(lambda s: s.spec, shardings['params'])
   reference = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, jax.grad(loss)(params))
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                         new_params, reference)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new_params, reference
+  )
 
 
 #################################################
@@ -451,14 +527,17 @@ def test_batch_norm_under_shard_map_equals_the_whole_batch():
   def per_shard(v, x):
     return bn.apply(v, x, mutable=['batch_stats'])
 
-  sharded = jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P('batch')),
-                                  out_specs=(P('batch'), P())))
+  sharded = jax.jit(
+    jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P('batch')), out_specs=(P('batch'), P()))
+  )
   y, updates = sharded(variables, x)
   whole_y, whole_updates = nn.BatchNorm(use_running_average=False, momentum=0.5).apply(
-    variables, x, mutable=['batch_stats'])
+    variables, x, mutable=['batch_stats']
+  )
   np.testing.assert_allclose(y, whole_y, atol=1e-5)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-                         updates, whole_updates)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), updates, whole_updates
+  )
   ref_y, mean, var = _batch_norm_reference(x)
   np.testing.assert_allclose(y, ref_y, atol=1e-4)
   np.testing.assert_allclose(updates['batch_stats']['mean'], 0.5 * mean, atol=1e-5)
@@ -485,8 +564,12 @@ class _Center(nn.Module):
 def test_collectives_under_nn_vmap_see_the_whole_batch(block):
   x = jax.random.normal(jax.random.key(1), (4, 5, 3)) * 2 + 1  # 4 groups of 5 examples
   collection = 'batch_stats' if block is _NormBlock else 'stats'
-  Mapped = nn.vmap(block, variable_axes={'params': None, collection: None},
-                   split_rngs={'params': False}, axis_name='batch')
+  Mapped = nn.vmap(
+    block,
+    variable_axes={'params': None, collection: None},
+    split_rngs={'params': False},
+    axis_name='batch',
+  )
   variables = Mapped().init(jax.random.key(0), x)
   y, updates = Mapped().apply(variables, x, mutable=[collection])
   whole = np.asarray(x, np.float64).reshape(20, 3)

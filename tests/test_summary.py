@@ -38,7 +38,10 @@ def test_rows_follow_call_order_and_list_own_variables():
   table = Net().tabulate(KEY, X)
   first_lines = [r for r in _rows(table) if r[1]]
   assert [(r[0], r[1]) for r in first_lines] == [
-    ('', 'Net'), ('Block_0', 'Block'), ('Block_0/Dense_0', 'Dense'), ('Dense_0', 'Dense')
+    ('', 'Net'),
+    ('Block_0', 'Block'),
+    ('Block_0/Dense_0', 'Dense'),
+    ('Dense_0', 'Dense'),
   ]
   assert 'kernel: float32[8,8]' in table and 'calls: int32[]' in table
   params = Net().init(KEY, X)['params']

@@ -26,7 +26,8 @@ def read(name):
 def created_state():
   raw = serialization.msgpack_restore(read('train_state_create.msgpack'))
   return train_state.TrainState.create(
-    apply_fn=fx.dense_apply, params=raw['params'], tx=fx.make_optimizer())
+    apply_fn=fx.dense_apply, params=raw['params'], tx=fx.make_optimizer()
+  )
 
 
 def test_state_dict_order():
@@ -53,8 +54,7 @@ def test_restore_flax_state_into_our_state():
   assert int(state1.step) == 1 and state1.tx is target.tx
   x, y = fx.model_inputs()
   # Training continues from the restored state and lowers the loss.
-  step = jax.jit(lambda s: s.apply_gradients(
-    grads=jax.grad(fx.loss_fn)(s.params, x, y)))
+  step = jax.jit(lambda s: s.apply_gradients(grads=jax.grad(fx.loss_fn)(s.params, x, y)))
   losses = []
   for _ in range(20):
     losses.append(float(fx.loss_fn(state1.params, x, y)))
@@ -94,10 +94,12 @@ def test_train_state_with_collections_batchnorm():
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 3))
   variables = BNNet().init(jax.random.PRNGKey(0), x, train=False)
   state = train_state.TrainStateWithCollections.create(
-    apply_fn=BNNet().apply, params=variables['params'], tx=optax.adamw(1e-2),
-    collections={'batch_stats': variables['batch_stats']})
-  assert list(serialization.to_state_dict(state)) == [
-    'step', 'params', 'opt_state', 'collections']
+    apply_fn=BNNet().apply,
+    params=variables['params'],
+    tx=optax.adamw(1e-2),
+    collections={'batch_stats': variables['batch_stats']},
+  )
+  assert list(serialization.to_state_dict(state)) == ['step', 'params', 'opt_state', 'collections']
 
   @jax.jit
   def train_step(state, x):
@@ -116,18 +118,24 @@ def test_train_state_with_collections_batchnorm():
 
   restored = serialization.from_bytes(
     train_state.TrainStateWithCollections.create(
-      apply_fn=BNNet().apply, params=variables['params'], tx=optax.adamw(1e-2),
-      collections={'batch_stats': variables['batch_stats']}),
-    serialization.to_bytes(state), strict=True)
-  np.testing.assert_array_equal(restored.collections['batch_stats']['BatchNorm_0']['mean'],
-                                after)
+      apply_fn=BNNet().apply,
+      params=variables['params'],
+      tx=optax.adamw(1e-2),
+      collections={'batch_stats': variables['batch_stats']},
+    ),
+    serialization.to_bytes(state),
+    strict=True,
+  )
+  np.testing.assert_array_equal(restored.collections['batch_stats']['BatchNorm_0']['mean'], after)
   np.testing.assert_allclose(restored.apply(x, train=False), state.apply(x, train=False))
 
 
 def test_common_utils():
   n = jax.local_device_count()
-  assert common_utils.onehot(jnp.array([[1], [0]]), 2, on_value=5.0,
-                             off_value=-1.0).tolist() == [[[-1.0, 5.0]], [[5.0, -1.0]]]
+  assert common_utils.onehot(jnp.array([[1], [0]]), 2, on_value=5.0, off_value=-1.0).tolist() == [
+    [[-1.0, 5.0]],
+    [[5.0, -1.0]],
+  ]
   sharded = common_utils.shard({'x': np.arange(n * 6).reshape(n * 2, 3)})
   assert sharded['x'].shape == (n, 2, 3)
   keys = common_utils.shard_prng_key(jax.random.PRNGKey(0))
@@ -142,7 +150,9 @@ def test_common_utils():
 def test_strict_rejects_other_model_size():
   state = created_state()
   other = train_state.TrainState.create(
-    apply_fn=None, params={'kernel': jnp.zeros((4, 5)), 'bias': jnp.zeros(5)},
-    tx=fx.make_optimizer())
+    apply_fn=None,
+    params={'kernel': jnp.zeros((4, 5)), 'bias': jnp.zeros(5)},
+    tx=fx.make_optimizer(),
+  )
   with pytest.raises(nn.errors.RestoreMismatchError, match=r'\./params/kernel.*\(4, 5\).*\(4, 3\)'):
     serialization.from_bytes(other, serialization.to_bytes(state), strict=True)

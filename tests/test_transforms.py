@@ -27,8 +27,13 @@ class Block(nn.Module):
 class ScannedModel(nn.Module):
   @nn.compact
   def __call__(self, x):
-    stack = nn.scan(nn.remat(Block), variable_axes={'params': 0}, split_rngs={'params': True},
-                    length=LAYERS, in_axes=nn.broadcast)
+    stack = nn.scan(
+      nn.remat(Block),
+      variable_axes={'params': 0},
+      split_rngs={'params': True},
+      length=LAYERS,
+      in_axes=nn.broadcast,
+    )
     x, _ = stack(name='layers')(x, None)
     return nn.Dense(1)(x)
 
@@ -147,8 +152,13 @@ def test_switch_and_cond_branches_create_variables():
   class Gate(nn.Module):
     @nn.compact
     def __call__(self, x, pred):
-      return nn.cond(pred, lambda m, x: nn.Dense(2, name='d')(x),
-                     lambda m, x: nn.Dense(2, name='d')(x) * 0.0, self, x)
+      return nn.cond(
+        pred,
+        lambda m, x: nn.Dense(2, name='d')(x),
+        lambda m, x: nn.Dense(2, name='d')(x) * 0.0,
+        self,
+        x,
+      )
 
   variables = Gate().init(jax.random.key(0), x, True)
   assert float(jnp.abs(Gate().apply(variables, x, False)).sum()) == 0.0
@@ -268,8 +278,9 @@ def test_generated_class_names_drive_autonames():
   class Parent(nn.Module):
     @nn.compact
     def __call__(self, x):
-      x = nn.vmap(nn.Dense, variable_axes={'params': None}, split_rngs={'params': False},
-                  in_axes=0)(2)(x)
+      x = nn.vmap(
+        nn.Dense, variable_axes={'params': None}, split_rngs={'params': False}, in_axes=0
+      )(2)(x)
       return nn.jit(nn.Dense)(2)(nn.remat(nn.Dense)(2)(x))
 
   params = Parent().init(jax.random.key(0), jnp.ones((3, 1, 2)))['params']
@@ -318,8 +329,12 @@ def test_scan_traces_the_body_like_linen():
   variables = model.init(jax.random.key(0), 0.0, jnp.ones((4, 1, 2)))
   assert len(traces) == 2  # the constancy check, then the loop body
   traces.clear()
-  nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False},
-          check_constancy_invariants=False)().apply(variables, 0.0, jnp.ones((4, 1, 2)))
+  nn.scan(
+    Cell,
+    variable_broadcast='params',
+    split_rngs={'params': False},
+    check_constancy_invariants=False,
+  )().apply(variables, 0.0, jnp.ones((4, 1, 2)))
   assert len(traces) == 1
 
 
@@ -346,15 +361,22 @@ def test_scan_constancy_pass_leaves_no_dead_code_in_the_jaxpr(remat):
   class PlainScan(nn.Module):
     @nn.compact
     def __call__(self, x):
-      stack = nn.scan(Block, variable_axes={'params': 0}, split_rngs={'params': True},
-                      length=3, in_axes=nn.broadcast)
+      stack = nn.scan(
+        Block,
+        variable_axes={'params': 0},
+        split_rngs={'params': True},
+        length=3,
+        in_axes=nn.broadcast,
+      )
       return stack()(x, None)[0]
 
   model = ScannedModel() if remat else PlainScan()
   x = jnp.ones((2, D))
   variables = model.init(jax.random.key(0), x)
-  for fn, args in ((lambda v, x: model.apply(v, x), (variables, x)),
-                   (lambda k, x: model.init(k, x), (jax.random.key(0), x))):
+  for fn, args in (
+    (lambda v, x: model.apply(v, x), (variables, x)),
+    (lambda k, x: model.init(k, x), (jax.random.key(0), x)),
+  ):
     top = _primitives_outside_scan(fn, *args)
     assert 'scan' in top
     # Only the scan itself and (in ScannedModel) the head Dense outside it.
@@ -364,8 +386,9 @@ def test_scan_constancy_pass_leaves_no_dead_code_in_the_jaxpr(remat):
 def test_scan_constancy_pass_is_skipped_only_when_no_rng_stream_reaches_the_body():
   traces = []
   Cell = _trace_counting_cell(traces)
-  model = nn.scan(Cell, variable_axes={'params': 0},
-                  split_rngs={'params': True, 'dropout': True}, length=4)()
+  model = nn.scan(
+    Cell, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True}, length=4
+  )()
   xs = jnp.ones((4, 1, 2))
   variables = model.init(jax.random.key(0), 0.0, xs)
   assert len(traces) == 2
@@ -386,8 +409,9 @@ def test_scan_with_broadcast_params_still_computes_them_before_the_loop():
       w = self.param('w', nn.initializers.normal(1.0), (2, 1))
       return c + (x @ w).sum(), 2.0 * w.sum()
 
-  model = nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False},
-                  out_axes=nn.broadcast)()
+  model = nn.scan(
+    Cell, variable_broadcast='params', split_rngs={'params': False}, out_axes=nn.broadcast
+  )()
   xs = jnp.arange(8.0).reshape(4, 1, 2)
   variables = model.init(jax.random.key(0), 0.0, xs)
   w = np.asarray(variables['params']['w'], np.float64)
@@ -406,8 +430,14 @@ def test_methods_argument_transforms_other_methods():
     def encode(self, x):
       return nn.Dense(2)(x)
 
-  Ens = nn.vmap(Encoder, variable_axes={'params': 0}, split_rngs={'params': True},
-                in_axes=None, axis_size=3, methods=['encode'])
+  Ens = nn.vmap(
+    Encoder,
+    variable_axes={'params': 0},
+    split_rngs={'params': True},
+    in_axes=None,
+    axis_size=3,
+    methods=['encode'],
+  )
   variables = Ens().init(jax.random.key(0), jnp.ones((1, 4)), method='encode')
   assert variables['params']['Dense_0']['kernel'].shape == (3, 4, 2)
 
@@ -451,8 +481,9 @@ def test_fold_rngs_and_named_call_and_metadata_axis():
     @nn.compact
     def __call__(self, x):
       x = nn.fold_rngs(nn.Dense)(2)(x)
-      Boxed = nn.add_metadata_axis(nn.Dense, variable_axes={'params': 0},
-                                   metadata_params={nn.PARTITION_NAME: 'stage'})
+      Boxed = nn.add_metadata_axis(
+        nn.Dense, variable_axes={'params': 0}, metadata_params={nn.PARTITION_NAME: 'stage'}
+      )
       return Boxed(2, kernel_init=nn.with_partitioning(nn.initializers.ones, ('in', 'out')))(x)
 
   variables = Model().init(jax.random.key(0), jnp.ones((1, 3)))
@@ -465,8 +496,11 @@ def test_fold_rngs_and_named_call_and_metadata_axis():
     def __call__(self, x):
       return nn.Dense(2)(x)
 
-  hlo = jax.jit(lambda x: Named().init_with_output(jax.random.key(0), x)[0]).lower(
-    jnp.ones((1, 3))).as_text(debug_info=True)
+  hlo = (
+    jax.jit(lambda x: Named().init_with_output(jax.random.key(0), x)[0])
+    .lower(jnp.ones((1, 3)))
+    .as_text(debug_info=True)
+  )
   assert 'Named.__call__' in hlo
 
 
@@ -477,6 +511,7 @@ def test_collection_hidden_by_a_transform_error_says_to_list_it():
       stack = nn.vmap(nn.BatchNorm, variable_axes={'params': 0}, split_rngs={'params': True})
       return stack(use_running_average=True)(x)
 
-  with pytest.raises(errors.ScopeCollectionNotFound,
-                     match=r'"batch_stats".*list "batch_stats" in its variable_axes'):
+  with pytest.raises(
+    errors.ScopeCollectionNotFound, match=r'"batch_stats".*list "batch_stats" in its variable_axes'
+  ):
     M().init(jax.random.key(0), jnp.ones((2, 3, 4)))

@@ -61,8 +61,9 @@ PAGES = (
   Page('flaxlike.linen.linear', 'linear', 'Layers'),
   Page('flaxlike.linen.attention', 'attention', 'Layers'),
   Page('flaxlike.linen.normalization', 'normalization', 'Layers'),
-  Page('flaxlike.linen.recurrent', 'recurrent', 'Layers',
-       extra=('RNNBase', 'RNN', 'Bidirectional')),
+  Page(
+    'flaxlike.linen.recurrent', 'recurrent', 'Layers', extra=('RNNBase', 'RNN', 'Bidirectional')
+  ),
   Page('flaxlike.linen.pooling', 'pooling', 'Layers'),
   Page('flaxlike.linen.activation', 'activation', 'Layers', jax_reexports=True),
   Page('flaxlike.linen.initializers', 'initializers', 'Layers', jax_reexports=True),
@@ -70,8 +71,12 @@ PAGES = (
   Page('flaxlike.linen.combinators', 'combinators', 'Layers'),
   Page('flaxlike.linen.batch_apply', 'batch_apply', 'Layers'),
   Page('flaxlike.linen.dtypes', 'dtypes', 'Layers'),
-  Page('flaxlike.serialization', 'serialization', 'Saving and training',
-       extra=('MAX_CHUNK_SIZE', 'MAX_DEPTH')),
+  Page(
+    'flaxlike.serialization',
+    'serialization',
+    'Saving and training',
+    extra=('MAX_CHUNK_SIZE', 'MAX_DEPTH'),
+  ),
   Page('flaxlike.training.train_state', 'training.train_state', 'Saving and training'),
   Page('flaxlike.training.checkpoints', 'training.checkpoints', 'Saving and training'),
   Page('flaxlike.training.common_utils', 'training.common_utils', 'Saving and training'),
@@ -303,8 +308,9 @@ def _members(cls: type, documented: dict[Any, tuple[str, str]]) -> list[tuple[st
   members = []
   seen = set(getattr(cls, '__dataclass_fields__', ()))  # fields are in the signature
   for klass in cls.__mro__:
-    if klass is not cls and (id(klass) in documented or
-                             not klass.__module__.startswith('flaxlike')):
+    if klass is not cls and (
+      id(klass) in documented or not klass.__module__.startswith('flaxlike')
+    ):
       break
     for name, obj in vars(klass).items():
       if name in seen or (name.startswith('_') and name != '__call__'):
@@ -318,8 +324,9 @@ def _members(cls: type, documented: dict[Any, tuple[str, str]]) -> list[tuple[st
   return members
 
 
-def entry_markdown(name: str, obj: Any, module: types.ModuleType,
-                   documented: dict[Any, tuple[str, str]]) -> str:
+def entry_markdown(
+  name: str, obj: Any, module: types.ModuleType, documented: dict[Any, tuple[str, str]]
+) -> str:
   """A full reference entry: heading, signature, docstring, and for classes their members."""
   namespace = vars(module)
   if _kind(obj) == 'constant':
@@ -373,8 +380,10 @@ def render_pages() -> dict[str, str]:
     if jax_names:
       source = 'jax.nn.initializers' if 'initializers' in page.module else 'jax.nn'
       listed = ', '.join(f'`{n}`' for n in jax_names)
-      parts.append(f'## Re-exported from `{source}`\n\nThe same functions as `{source}` '
-                   f'(see the JAX documentation): {listed}.')
+      parts.append(
+        f'## Re-exported from `{source}`\n\nThe same functions as `{source}` '
+        f'(see the JAX documentation): {listed}.'
+      )
     if links:
       parts.append('## Documented elsewhere (re-exports and aliases)\n\n' + ', '.join(links) + '.')
     if entries:
@@ -401,11 +410,19 @@ def _index(pages: list[Page], documented: dict[Any, tuple[str, str]]) -> str:
       doc = inspect.cleandoc(importlib.import_module(page.module).__doc__ or '')
       summary = ' '.join(doc.split('\n\n')[0].split()).replace('``', '`')
       lines.append(f'- [`{page.module}`]({page.slug}.md): {summary}')
-  lines += ['', '## The `flaxlike` namespace', '',
-            ('`import flaxlike as nn` gives these names. `flaxlike.linen` holds the same '
-             'Module API; `core`, `serialization`, `struct`, `traverse_util`, `errors`, '
-             '`training` and `config` are only on `flaxlike`.'), '',
-            '| name | documented on |', '|---|---|']
+  lines += [
+    '',
+    '## The `flaxlike` namespace',
+    '',
+    (
+      '`import flaxlike as nn` gives these names. `flaxlike.linen` holds the same '
+      'Module API; `core`, `serialization`, `struct`, `traverse_util`, `errors`, '
+      '`training` and `config` are only on `flaxlike`.'
+    ),
+    '',
+    '| name | documented on |',
+    '|---|---|',
+  ]
   for name in sorted(n for n in vars(flaxlike) if not n.startswith('_')):
     lines.append(f'| `{name}` | {_where(name, getattr(flaxlike, name), pages, documented)} |')
   return '\n'.join(lines) + '\n'

@@ -198,7 +198,8 @@ def pack(
       {n: lazy.suffix for g in groups for n, lazy in g.items()} for groups in per_scope_rngs
     ]
     variable_groups = tuple(
-      tuple(per_scope_vars[j][i] for j in range(len(scopes))) for i in range(len(in_variable_filters))
+      tuple(per_scope_vars[j][i] for j in range(len(scopes)))
+      for i in range(len(in_variable_filters))
     )
     rng_groups = tuple(
       tuple({n: lazy.rng for n, lazy in per_scope_rngs[j][i].items()} for j in range(len(scopes)))
@@ -207,7 +208,9 @@ def pack(
     inner_mutables = [intersect_filters(out_union, s._call.mutable) for s in scopes]
     created: list[Scope] = []
 
-    def scope_fn(variable_groups: VariableGroups, rng_groups: RngGroups, mutable: Filter | None = None):
+    def scope_fn(
+      variable_groups: VariableGroups, rng_groups: RngGroups, mutable: Filter | None = None
+    ):
       inner = []
       for j, outer in enumerate(scopes):
         mutable_j = inner_mutables[j]
@@ -222,8 +225,14 @@ def pack(
         for group in rng_groups:
           for stream, key in group[j].items():
             rngs[stream] = LazyRng(key, suffixes[j][stream])
-        scope = Scope(variables, rngs=rngs, name=outer.name, mutable=mutable_j, path=outer.path,
-                      flags=outer._call.flags)
+        scope = Scope(
+          variables,
+          rngs=rngs,
+          name=outer.name,
+          mutable=mutable_j,
+          path=outer.path,
+          flags=outer._call.flags,
+        )
         # Shared counter table: draws inside continue the outer counters (Linen semantics).
         scope.rng_counters = outer.rng_counters
         inner.append(scope)
@@ -234,8 +243,12 @@ def pack(
     scope_fn.mutable_filters = tuple(inner_mutables)  # type: ignore[attr-defined]
     # What a cached trace (jit) depends on besides the argument shapes.
     scope_fn.cache_key = tuple(  # type: ignore[attr-defined]
-      (s.path, tuple(tuple(sorted(sfx.items())) for sfx in [suffixes[j]]),
-       _filter_key(inner_mutables[j]), _Hashable(tuple(sorted(s._call.flags.items()))))
+      (
+        s.path,
+        tuple(tuple(sorted(sfx.items())) for sfx in [suffixes[j]]),
+        _filter_key(inner_mutables[j]),
+        _Hashable(tuple(sorted(s._call.flags.items()))),
+      )
       for j, s in enumerate(scopes)
     )
 
@@ -244,7 +257,8 @@ def pack(
       per_scope = []
       for scope in inner:
         mutable_cols = {
-          col: tree for col, tree in scope._call.variables.items()
+          col: tree
+          for col, tree in scope._call.variables.items()
           if scope.is_mutable_collection(col)
         }
         per_scope.append(group_collections(mutable_cols, out_variable_filters))
@@ -281,7 +295,9 @@ def _split_keys(group: tuple[dict[str, Any], ...], n: int) -> tuple[dict[str, An
   return tuple({k: jax.random.split(v, n) for k, v in d.items()} for d in group)
 
 
-def _map_meta(groups: VariableGroups, axes: Sequence[Any], params: Mapping[str, Any], add: bool) -> VariableGroups:
+def _map_meta(
+  groups: VariableGroups, axes: Sequence[Any], params: Mapping[str, Any], add: bool
+) -> VariableGroups:
   out = []
   for group, axis in zip(groups, axes):
     if axis is None or axis is broadcast:
@@ -365,7 +381,9 @@ def vmap(
     size = axis_size
     if size is None:
       size = _infer_axis_size(args_axes, args, 'vmap')
-    rng_groups = tuple(_split_keys(g, size) if split else g for g, split in zip(rng_groups, rng_split))
+    rng_groups = tuple(
+      _split_keys(g, size) if split else g for g, split in zip(rng_groups, rng_split)
+    )
     rng_axes = tuple(0 if split else None for split in rng_split)
     variable_groups = _map_meta(variable_groups, variable_in_axes, metadata_params, add=False)
 
@@ -511,7 +529,9 @@ def scan(
       if not lead:
         raise ValueError('scan: pass length= when nothing is scanned over (no scanned input).')
       n = np.shape(lead[0])[0]
-    scan_rngs = tuple(_split_keys(g, n) if split else None for g, split in zip(rng_groups, rng_split))
+    scan_rngs = tuple(
+      _split_keys(g, n) if split else None for g, split in zip(rng_groups, rng_split)
+    )
     bc_rngs = tuple(None if split else g for g, split in zip(rng_groups, rng_split))
 
     def body(bc, carry, xs):
@@ -581,7 +601,12 @@ def scan(
       return carry, (scan_out, _split_ys(out_axes, y, keep_broadcast=False))
 
     (carry_vars_out, c), (scan_out, ys) = jax.lax.scan(
-      loop_body, carry, xs, length=n, reverse=reverse, unroll=unroll,
+      loop_body,
+      carry,
+      xs,
+      length=n,
+      reverse=reverse,
+      unroll=unroll,
       _split_transpose=_split_transpose,
     )
     if bc_ys is None:
@@ -685,7 +710,9 @@ def jit(
   return pack(inner, (variables,), (variables,), (rngs,), name='jit', fork_rngs=True)
 
 
-def fold_rngs(fn: Callable[..., Any], variables: Filter = True, rngs: Filter = True) -> Callable[..., Any]:
+def fold_rngs(
+  fn: Callable[..., Any], variables: Filter = True, rngs: Filter = True
+) -> Callable[..., Any]:
   """Runs ``fn(scope, *args)`` with forked RNG streams (Linen's ``fold_rngs``), no transform."""
 
   def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args, **kwargs):
@@ -722,7 +749,9 @@ def checkpoint(
       return y, repack_fn(scope)
 
     return jax.checkpoint(
-      rematted, prevent_cse=prevent_cse, policy=policy,
+      rematted,
+      prevent_cse=prevent_cse,
+      policy=policy,
       static_argnums=tuple(i + 2 for i in static_argnums),
     )(variable_groups, rng_groups, *args)
 
@@ -762,8 +791,10 @@ def remat_scan(
   if not lengths:
     raise ValueError('remat_scan needs at least one loop length, e.g. lengths=(4, 4).')
   scan_kwargs = dict(
-    variable_broadcast=variable_broadcast, variable_carry=variable_carry,
-    variable_axes=variable_axes, split_rngs=split_rngs,
+    variable_broadcast=variable_broadcast,
+    variable_carry=variable_carry,
+    variable_axes=variable_axes,
+    split_rngs=split_rngs,
   )
   if len(lengths) == 1:
 
@@ -778,8 +809,10 @@ def remat_scan(
       return inner(scope, carry), ()
 
   looped = scan(
-    checkpoint(step, policy=policy, prevent_cse=False), length=lengths[0],
-    metadata_params=metadata_params, **scan_kwargs,
+    checkpoint(step, policy=policy, prevent_cse=False),
+    length=lengths[0],
+    metadata_params=metadata_params,
+    **scan_kwargs,
   )
 
   def wrapper(scope: Scope, carry: Any) -> Any:
@@ -820,8 +853,12 @@ def cond(
 
   def inner(scope_fn, repack_fn, variable_groups, rng_groups, *operands):
     return jax.lax.cond(
-      pred, _branch_runner(scope_fn, repack_fn, true_fun),
-      _branch_runner(scope_fn, repack_fn, false_fun), variable_groups, rng_groups, *operands,
+      pred,
+      _branch_runner(scope_fn, repack_fn, true_fun),
+      _branch_runner(scope_fn, repack_fn, false_fun),
+      variable_groups,
+      rng_groups,
+      *operands,
     )
 
   return pack(inner, (variables,), (variables,), (rngs,), name='cond')(scope, *operands)
@@ -940,8 +977,11 @@ def map_variables(
         created, _ = repack_fn(first)
         target = tuple({**t, **c} for t, c in zip(target, created))
     mapped_target = tuple(map_in_fn(t) for t in target)
-    inner_scope = scope_fn((mapped_target, other), rng_groups,
-                           mutable=True if mutable else subtract_filters(True, mapped_collections))
+    inner_scope = scope_fn(
+      (mapped_target, other),
+      rng_groups,
+      mutable=True if mutable else subtract_filters(True, mapped_collections),
+    )
     y = fn(inner_scope, *args, **kwargs)
     out_target, out_other = repack_fn(inner_scope)
     if mutable:
@@ -997,7 +1037,9 @@ def vjp(
     result = (y, vjp_fn, aux) if has_aux else (y, vjp_fn)
     return result, out_groups
 
-  return pack(inner, (vjp_variables, rest), (vjp_variables, rest), (rngs,), name='vjp')(scope, *primals)
+  return pack(inner, (vjp_variables, rest), (vjp_variables, rest), (rngs,), name='vjp')(
+    scope, *primals
+  )
 
 
 def value_and_grad(
@@ -1027,7 +1069,9 @@ def value_and_grad(
       return y, (aux, repack_fn(inner_scope))
 
     argnums = tuple(range(len(primals)))
-    (y, (aux, out_groups)), grads = jax.value_and_grad(pure, argnums=argnums, has_aux=True)(*primals)
+    (y, (aux, out_groups)), grads = jax.value_and_grad(pure, argnums=argnums, has_aux=True)(
+      *primals
+    )
     value = (y, aux) if has_aux else y
     return (value, grads), out_groups
 
@@ -1064,7 +1108,9 @@ def jvp(
     )
     return (y, y_t), out_groups
 
-  return pack(inner, (set(tangent_cols), rest), (set(tangent_cols), rest), (rngs,), name='jvp')(scope)
+  return pack(inner, (set(tangent_cols), rest), (set(tangent_cols), rest), (rngs,), name='jvp')(
+    scope
+  )
 
 
 def custom_vjp(
@@ -1113,7 +1159,25 @@ def custom_vjp(
 
 
 __all__ = [
-  'pack', 'vmap', 'scan', 'jit', 'checkpoint', 'remat', 'remat_scan', 'cond', 'switch',
-  'while_loop', 'map_variables', 'custom_vjp', 'vjp', 'jvp', 'value_and_grad', 'named_call',
-  'fold_rngs', 'add_metadata_axis', 'broadcast', 'In', 'Out',
+  'pack',
+  'vmap',
+  'scan',
+  'jit',
+  'checkpoint',
+  'remat',
+  'remat_scan',
+  'cond',
+  'switch',
+  'while_loop',
+  'map_variables',
+  'custom_vjp',
+  'vjp',
+  'jvp',
+  'value_and_grad',
+  'named_call',
+  'fold_rngs',
+  'add_metadata_axis',
+  'broadcast',
+  'In',
+  'Out',
 ]

@@ -128,8 +128,7 @@ def constrain(value: Any, spec: PartitionSpec, mesh: Mesh | None = None) -> Any:
   context = jax.sharding.get_abstract_mesh()
   if not context.empty:
     manual = frozenset(
-      n for n, t in zip(context.axis_names, context.axis_types)
-      if t == AxisType.Manual
+      n for n, t in zip(context.axis_names, context.axis_types) if t == AxisType.Manual
     )
     if manual:
       if len(manual) == len(context.axis_names):

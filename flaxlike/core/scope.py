@@ -297,7 +297,9 @@ class Variable(Generic[T]):
     return self.scope.is_mutable_collection(self.collection)
 
   def __repr__(self) -> str:
-    return f'Variable(collection={self.collection!r}, name={self.name!r}, path={self.scope.path_text!r})'
+    return (
+      f'Variable(collection={self.collection!r}, name={self.name!r}, path={self.scope.path_text!r})'
+    )
 
 
 #################################################
@@ -593,9 +595,7 @@ class Scope:
   def mutable_variables(self) -> dict[str, Any]:
     """The mutable collections of the whole call (root level)."""
     return {
-      col: value
-      for col, value in self._call.variables.items()
-      if self.is_mutable_collection(col)
+      col: value for col, value in self._call.variables.items() if self.is_mutable_collection(col)
     }
 
   def has_variable(self, col: str, name: str) -> bool:
@@ -719,9 +719,7 @@ class Scope:
 
 def _validate_variables(variables: Any) -> None:
   if not isinstance(variables, Mapping):
-    raise errors.ApplyScopeInvalidVariablesTypeError(
-      f'Got a {type(variables).__name__} instead.'
-    )
+    raise errors.ApplyScopeInvalidVariablesTypeError(f'Got a {type(variables).__name__} instead.')
   for col, value in variables.items():
     if not isinstance(col, str):
       raise errors.ApplyScopeInvalidVariablesTypeError(f'Collection name {col!r} is not a str.')

@@ -82,10 +82,21 @@ def compact_name_scope(fun: Callable[..., T]) -> Callable[..., T]:
 
 
 # Methods of Module itself and dunders are never wrapped.
-_NEVER_WRAPPED = frozenset({
-  '__init__', '__post_init__', '__setattr__', '__getattr__', '__repr__', '__eq__',
-  '__hash__', '__reduce__', '__init_subclass__', '__getstate__', '__setstate__',
-})
+_NEVER_WRAPPED = frozenset(
+  {
+    '__init__',
+    '__post_init__',
+    '__setattr__',
+    '__getattr__',
+    '__repr__',
+    '__eq__',
+    '__hash__',
+    '__reduce__',
+    '__init_subclass__',
+    '__getstate__',
+    '__setstate__',
+  }
+)
 
 
 def _wrap_method(fun: Callable[..., Any]) -> Callable[..., Any]:

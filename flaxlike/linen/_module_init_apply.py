@@ -57,8 +57,14 @@ class InitApplyMixin:
       root.invalidate()
 
   def apply(
-    self, variables: Mapping[str, Any], *args: Any, rngs: Mapping[str, PRNGKey] | None = None,
-    method: Any = None, mutable: Filter = False, capture_intermediates: Any = False, **kwargs: Any,
+    self,
+    variables: Mapping[str, Any],
+    *args: Any,
+    rngs: Mapping[str, PRNGKey] | None = None,
+    method: Any = None,
+    mutable: Filter = False,
+    capture_intermediates: Any = False,
+    **kwargs: Any,
   ) -> Any:
     """Runs ``method`` (``__call__`` by default) with the given variables.
 
@@ -86,8 +92,13 @@ class InitApplyMixin:
     return y, core_scope._finish(root.mutable_variables())
 
   def init_with_output(
-    self, rngs: Any, *args: Any, method: Any = None,
-    mutable: Filter = DenyList('intermediates'), capture_intermediates: Any = False, **kwargs: Any,
+    self,
+    rngs: Any,
+    *args: Any,
+    method: Any = None,
+    mutable: Filter = DenyList('intermediates'),
+    capture_intermediates: Any = False,
+    **kwargs: Any,
   ) -> tuple[Any, dict[str, Any]]:
     """Like ``init`` but also returns the method's output: ``(output, variables)``."""
     _check_instance(self)
@@ -100,8 +111,13 @@ class InitApplyMixin:
     return y, core_scope._finish(root.mutable_variables())
 
   def init(
-    self, rngs: Any, *args: Any, method: Any = None,
-    mutable: Filter = DenyList('intermediates'), capture_intermediates: Any = False, **kwargs: Any,
+    self,
+    rngs: Any,
+    *args: Any,
+    method: Any = None,
+    mutable: Filter = DenyList('intermediates'),
+    capture_intermediates: Any = False,
+    **kwargs: Any,
   ) -> dict[str, Any]:
     """Creates the module's variables by running ``method`` on example inputs.
 
@@ -118,13 +134,21 @@ class InitApplyMixin:
     """
     _check_instance(self)
     return self.init_with_output(
-      rngs, *args, method=method, mutable=mutable, capture_intermediates=capture_intermediates,
+      rngs,
+      *args,
+      method=method,
+      mutable=mutable,
+      capture_intermediates=capture_intermediates,
       **kwargs,
     )[1]
 
   def lazy_init(
-    self, rngs: Any, *args: Any, method: Any = None,
-    mutable: Filter = DenyList('intermediates'), **kwargs: Any,
+    self,
+    rngs: Any,
+    *args: Any,
+    method: Any = None,
+    mutable: Filter = DenyList('intermediates'),
+    **kwargs: Any,
   ) -> dict[str, Any]:
     """Creates the variables from input shapes only; inputs may be ``ShapeDtypeStruct``.
 
@@ -176,8 +200,13 @@ class InitApplyMixin:
 
     return summary.module_tabulate(self, rngs, *args, **kwargs)
 
-  def bind(self: T, variables: Mapping[str, Any], *args: Any, rngs: Mapping[str, PRNGKey] | None = None,
-           mutable: Filter = False) -> T:
+  def bind(
+    self: T,
+    variables: Mapping[str, Any],
+    *args: Any,
+    rngs: Mapping[str, PRNGKey] | None = None,
+    mutable: Filter = False,
+  ) -> T:
     """Returns a copy bound to ``variables``, for interactive use outside ``apply``.
 
     Example:
@@ -211,8 +240,9 @@ def _check_instance(module: Any) -> None:
 #################################################
 
 
-def apply(fn: Callable[..., Any], module: Any, mutable: Filter = False,
-          capture_intermediates: Any = False) -> Callable[..., Any]:
+def apply(
+  fn: Callable[..., Any], module: Any, mutable: Filter = False, capture_intermediates: Any = False
+) -> Callable[..., Any]:
   """Turns ``fn(module, *args)`` into ``apply_fn(variables, *args, rngs=None)``.
 
   Example:
@@ -226,29 +256,46 @@ def apply(fn: Callable[..., Any], module: Any, mutable: Filter = False,
   """
 
   def wrapper(variables, *args, rngs=None, **kwargs):
-    return module.apply(variables, *args, rngs=rngs, method=fn, mutable=mutable,
-                        capture_intermediates=capture_intermediates, **kwargs)
+    return module.apply(
+      variables,
+      *args,
+      rngs=rngs,
+      method=fn,
+      mutable=mutable,
+      capture_intermediates=capture_intermediates,
+      **kwargs,
+    )
 
   return wrapper
 
 
-def init_with_output(fn: Callable[..., Any], module: Any, mutable: Filter = DenyList('intermediates'),
-                     capture_intermediates: Any = False) -> Callable[..., Any]:
+def init_with_output(
+  fn: Callable[..., Any],
+  module: Any,
+  mutable: Filter = DenyList('intermediates'),
+  capture_intermediates: Any = False,
+) -> Callable[..., Any]:
   """Turns ``fn(module, *args)`` into ``init_fn(rngs, *args) -> (output, variables)``."""
 
   def wrapper(rngs, *args, **kwargs):
-    return module.init_with_output(rngs, *args, method=fn, mutable=mutable,
-                                   capture_intermediates=capture_intermediates, **kwargs)
+    return module.init_with_output(
+      rngs, *args, method=fn, mutable=mutable, capture_intermediates=capture_intermediates, **kwargs
+    )
 
   return wrapper
 
 
-def init(fn: Callable[..., Any], module: Any, mutable: Filter = DenyList('intermediates'),
-         capture_intermediates: Any = False) -> Callable[..., Any]:
+def init(
+  fn: Callable[..., Any],
+  module: Any,
+  mutable: Filter = DenyList('intermediates'),
+  capture_intermediates: Any = False,
+) -> Callable[..., Any]:
   """Turns ``fn(module, *args)`` into ``init_fn(rngs, *args) -> variables``."""
 
   def wrapper(rngs, *args, **kwargs):
-    return module.init(rngs, *args, method=fn, mutable=mutable,
-                       capture_intermediates=capture_intermediates, **kwargs)
+    return module.init(
+      rngs, *args, method=fn, mutable=mutable, capture_intermediates=capture_intermediates, **kwargs
+    )
 
   return wrapper

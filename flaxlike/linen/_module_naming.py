@@ -23,7 +23,9 @@ from flaxlike.configurations import config
 from flaxlike.core.frozen_dict import FrozenDict
 
 
-def map_modules(fn: Callable[[str, Any], Any], value: Any, is_module: Callable[[Any], bool], suffix: str = '') -> Any:
+def map_modules(
+  fn: Callable[[str, Any], Any], value: Any, is_module: Callable[[Any], bool], suffix: str = ''
+) -> Any:
   """Rebuilds ``value`` with every module ``m`` found at ``suffix`` replaced by ``fn(suffix, m)``."""
   if is_module(value):
     return fn(suffix, value)
@@ -53,8 +55,11 @@ def register_submodules(
       the owner's fields so one instance in two fields becomes one submodule.
   """
   kind = type(value)
-  if not (isinstance(value, module_cls) or kind in (list, tuple, dict, FrozenDict) or
-          (isinstance(value, tuple) and hasattr(kind, '_fields'))):
+  if not (
+    isinstance(value, module_cls)
+    or kind in (list, tuple, dict, FrozenDict)
+    or (isinstance(value, tuple) and hasattr(kind, '_fields'))
+  ):
     return value
   to_attach: list[Any] = []
   preserve_names = config.flax_preserve_adopted_names
@@ -68,7 +73,9 @@ def register_submodules(
       clone = sub.clone(parent=None, name=None)
       adopted[id(sub)] = clone
       object.__setattr__(clone, 'parent', owner)
-      object.__setattr__(clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}')
+      object.__setattr__(
+        clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}'
+      )
       to_attach.append(clone)
       return clone
     if sub.name is None:

@@ -27,8 +27,9 @@ Array = Any
 PRNGKey = Any
 
 
-def flip_sequences(inputs: Any, seq_lengths: Array | None, num_batch_dims: int,
-                   time_major: bool) -> Any:
+def flip_sequences(
+  inputs: Any, seq_lengths: Array | None, num_batch_dims: int, time_major: bool
+) -> Any:
   """Reverses the first ``seq_lengths[b]`` steps of each sequence, keeping padding last.
 
   Without ``seq_lengths`` the whole time axis is reversed.
@@ -156,7 +157,7 @@ class RNN(RNNBase):
       inputs = flip_sequences(inputs, seq_lengths, len(batch_dims), time_major)
     if initial_carry is None:
       key = random.PRNGKey(0) if init_key is None else init_key
-      step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1:]
+      step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1 :]
       initial_carry = self.cell.initialize_carry(key, step_shape)
     keep_carries = seq_lengths is not None and return_carry
 
@@ -231,12 +232,23 @@ class Bidirectional(RNNBase):
     carry_fwd, carry_bwd = (None, None) if initial_carry is None else initial_carry
     key_fwd, key_bwd = (None, None) if init_key is None else tuple(random.split(init_key))
     carry_fwd, out_fwd = self.forward_rnn(
-      inputs, initial_carry=carry_fwd, init_key=key_fwd, seq_lengths=seq_lengths,
-      return_carry=True, time_major=time_major, reverse=False,
+      inputs,
+      initial_carry=carry_fwd,
+      init_key=key_fwd,
+      seq_lengths=seq_lengths,
+      return_carry=True,
+      time_major=time_major,
+      reverse=False,
     )
     carry_bwd, out_bwd = self.backward_rnn(
-      inputs, initial_carry=carry_bwd, init_key=key_bwd, seq_lengths=seq_lengths,
-      return_carry=True, time_major=time_major, reverse=True, keep_order=True,
+      inputs,
+      initial_carry=carry_bwd,
+      init_key=key_bwd,
+      seq_lengths=seq_lengths,
+      return_carry=True,
+      time_major=time_major,
+      reverse=True,
+      keep_order=True,
     )
     outputs = jax.tree_util.tree_map(self.merge_fn, out_fwd, out_bwd)
     carry = (carry_fwd, carry_bwd)

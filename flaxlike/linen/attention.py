@@ -46,17 +46,26 @@ PrecisionLike = Any
 Initializer = Callable[..., Any]
 
 
-def _einsum_fn(precision: PrecisionLike, einsum_dot_general: Callable[..., Any] | None) -> Callable[..., Any]:
+def _einsum_fn(
+  precision: PrecisionLike, einsum_dot_general: Callable[..., Any] | None
+) -> Callable[..., Any]:
   if einsum_dot_general is None:
     return functools.partial(jnp.einsum, precision=precision)
   return functools.partial(jnp.einsum, precision=precision, _dot_general=einsum_dot_general)
 
 
 def dot_product_attention_weights(
-  query: Array, key: Array, bias: Array | None = None, mask: Array | None = None,
-  broadcast_dropout: bool = True, dropout_rng: PRNGKey | None = None,
-  dropout_rate: float = 0.0, deterministic: bool = False, dtype: Dtype | None = None,
-  precision: PrecisionLike = None, module: Module | None = None,
+  query: Array,
+  key: Array,
+  bias: Array | None = None,
+  mask: Array | None = None,
+  broadcast_dropout: bool = True,
+  dropout_rng: PRNGKey | None = None,
+  dropout_rate: float = 0.0,
+  deterministic: bool = False,
+  dtype: Dtype | None = None,
+  precision: PrecisionLike = None,
+  module: Module | None = None,
   force_fp32_for_softmax: bool = False,
   einsum_dot_general: Callable[..., Array] | None = None,
   einsum: Callable[..., Array] | None = None,
@@ -133,11 +142,19 @@ def dot_product_attention_weights(
 
 
 def dot_product_attention(
-  query: Array, key: Array, value: Array, bias: Array | None = None,
-  mask: Array | None = None, broadcast_dropout: bool = True,
-  dropout_rng: PRNGKey | None = None, dropout_rate: float = 0.0,
-  deterministic: bool = False, dtype: Dtype | None = None, precision: PrecisionLike = None,
-  module: Module | None = None, force_fp32_for_softmax: bool = False,
+  query: Array,
+  key: Array,
+  value: Array,
+  bias: Array | None = None,
+  mask: Array | None = None,
+  broadcast_dropout: bool = True,
+  dropout_rng: PRNGKey | None = None,
+  dropout_rate: float = 0.0,
+  deterministic: bool = False,
+  dtype: Dtype | None = None,
+  precision: PrecisionLike = None,
+  module: Module | None = None,
+  force_fp32_for_softmax: bool = False,
   einsum_dot_general: Callable[..., Array] | None = None,
   qk_attn_weights_einsum: Callable[..., Array] | None = None,
   attn_weights_value_einsum: Callable[..., Array] | None = None,
@@ -185,9 +202,20 @@ def dot_product_attention(
   if key.shape[-3] != value.shape[-3]:
     raise ValueError('k, v lengths must match.')
   weights = dot_product_attention_weights(
-    query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate, deterministic,
-    query.dtype, precision, module, force_fp32_for_softmax,
-    einsum_dot_general=einsum_dot_general, einsum=qk_attn_weights_einsum,
+    query,
+    key,
+    bias,
+    mask,
+    broadcast_dropout,
+    dropout_rng,
+    dropout_rate,
+    deterministic,
+    query.dtype,
+    precision,
+    module,
+    force_fp32_for_softmax,
+    einsum_dot_general=einsum_dot_general,
+    einsum=qk_attn_weights_einsum,
   )
   if not attn_weights_value_einsum:
     attn_weights_value_einsum = _einsum_fn(precision, einsum_dot_general)
@@ -195,8 +223,15 @@ def dot_product_attention(
 
 
 _ATTENTION_KWARGS = (
-  'mask', 'dropout_rng', 'dropout_rate', 'broadcast_dropout', 'deterministic', 'dtype',
-  'precision', 'force_fp32_for_softmax', 'qk_attn_weights_einsum',
+  'mask',
+  'dropout_rng',
+  'dropout_rate',
+  'broadcast_dropout',
+  'deterministic',
+  'dtype',
+  'precision',
+  'force_fp32_for_softmax',
+  'qk_attn_weights_einsum',
   'attn_weights_value_einsum',
 )
 
@@ -300,9 +335,15 @@ class MultiHeadDotProductAttention(Module):
 
   @compact
   def __call__(
-    self, inputs_q: Array, inputs_k: Array | None = None, inputs_v: Array | None = None, *,
-    inputs_kv: Array | None = None, mask: Array | None = None,
-    deterministic: bool | None = None, dropout_rng: PRNGKey | None = None,
+    self,
+    inputs_q: Array,
+    inputs_k: Array | None = None,
+    inputs_v: Array | None = None,
+    *,
+    inputs_kv: Array | None = None,
+    mask: Array | None = None,
+    deterministic: bool | None = None,
+    dropout_rng: PRNGKey | None = None,
     sow_weights: bool = False,
   ) -> Array:
     """Attends from ``inputs_q`` to ``inputs_k``/``inputs_v``.
@@ -332,7 +373,8 @@ class MultiHeadDotProductAttention(Module):
       inputs_k = inputs_v = inputs_kv
       warnings.warn(
         'The inputs_kv arg will be deprecated soon. Use inputs_k and inputs_v instead.',
-        DeprecationWarning, stacklevel=2,
+        DeprecationWarning,
+        stacklevel=2,
       )
     else:
       if inputs_k is None:
@@ -351,7 +393,8 @@ class MultiHeadDotProductAttention(Module):
           'you may have intended to pass it to the `mask` arg. The call signature is '
           '`__call__(inputs_q, inputs_k=None, inputs_v=None, *, inputs_kv=None, mask=None, '
           'deterministic=None)`; use the kwarg `mask` instead.',
-          DeprecationWarning, stacklevel=2,
+          DeprecationWarning,
+          stacklevel=2,
         )
     features = self.out_features or inputs_q.shape[-1]
     qkv_features = self.qkv_features or inputs_q.shape[-1]
@@ -364,10 +407,16 @@ class MultiHeadDotProductAttention(Module):
 
     def projection(name: str) -> DenseGeneral:
       return DenseGeneral(
-        features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
-        param_dtype=self.param_dtype, kernel_init=self.kernel_init,
-        bias_init=self.bias_init, use_bias=self.use_bias, precision=self.precision,
-        dot_general=self.qkv_dot_general, dot_general_cls=self.qkv_dot_general_cls,
+        features=(self.num_heads, head_dim),
+        axis=-1,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=self.kernel_init,
+        bias_init=self.bias_init,
+        use_bias=self.use_bias,
+        precision=self.precision,
+        dot_general=self.qkv_dot_general,
+        dot_general_cls=self.qkv_dot_general_cls,
         name=name,
       )
 
@@ -375,10 +424,12 @@ class MultiHeadDotProductAttention(Module):
     key = projection('key')(inputs_k)
     value = projection('value')(inputs_v)
     if self.normalize_qk:
-      query = LayerNorm(name='query_ln', use_bias=False, dtype=self.dtype,
-                        param_dtype=self.param_dtype)(query)
-      key = LayerNorm(name='key_ln', use_bias=False, dtype=self.dtype,
-                      param_dtype=self.param_dtype)(key)
+      query = LayerNorm(
+        name='query_ln', use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype
+      )(query)
+      key = LayerNorm(
+        name='key_ln', use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype
+      )(key)
 
     if self.decode:
       key, value, mask = _update_cache(self, query, key, value, mask)
@@ -391,9 +442,13 @@ class MultiHeadDotProductAttention(Module):
       m_deterministic = True
 
     attn_kwargs = dict(
-      mask=mask, dropout_rng=dropout_rng, dropout_rate=self.dropout_rate,
-      broadcast_dropout=self.broadcast_dropout, deterministic=m_deterministic,
-      dtype=self.dtype, precision=self.precision,
+      mask=mask,
+      dropout_rng=dropout_rng,
+      dropout_rate=self.dropout_rate,
+      broadcast_dropout=self.broadcast_dropout,
+      deterministic=m_deterministic,
+      dtype=self.dtype,
+      precision=self.precision,
       force_fp32_for_softmax=self.force_fp32_for_softmax,
       qk_attn_weights_einsum=(
         self.qk_attn_weights_einsum_cls() if self.qk_attn_weights_einsum_cls else None
@@ -409,10 +464,16 @@ class MultiHeadDotProductAttention(Module):
     else:
       x = self.attention_fn(query, key, value, **attn_kwargs)
     return DenseGeneral(
-      features=features, axis=(-2, -1), kernel_init=self.out_kernel_init or self.kernel_init,
-      bias_init=self.out_bias_init or self.bias_init, use_bias=self.use_bias,
-      dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-      dot_general=self.out_dot_general, dot_general_cls=self.out_dot_general_cls,
+      features=features,
+      axis=(-2, -1),
+      kernel_init=self.out_kernel_init or self.kernel_init,
+      bias_init=self.out_bias_init or self.bias_init,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      precision=self.precision,
+      dot_general=self.out_dot_general,
+      dot_general_cls=self.out_dot_general_cls,
       name='out',
     )(x)
 
@@ -433,7 +494,8 @@ def _update_cache(module: Module, query: Array, key: Array, value: Array, mask: 
   batch_dims = tuple(batch_dims)
   chunk = query.shape[-3] if query.ndim == len(batch_dims) + 3 else -1
   if (
-    query.shape[:-3] != batch_dims or query.shape[-2:] != (num_heads, depth)
+    query.shape[:-3] != batch_dims
+    or query.shape[-2:] != (num_heads, depth)
     or not 1 <= chunk <= max_length
   ):
     raise ValueError(
@@ -546,17 +608,25 @@ class SelfAttention(MultiHeadDotProductAttention):
 
   @compact
   def __call__(  # type: ignore[override]
-    self, inputs_q: Array, mask: Array | None = None, deterministic: bool | None = None,
-    dropout_rng: PRNGKey | None = None, sow_weights: bool = False,
+    self,
+    inputs_q: Array,
+    mask: Array | None = None,
+    deterministic: bool | None = None,
+    dropout_rng: PRNGKey | None = None,
+    sow_weights: bool = False,
   ) -> Array:
     """Attends from ``inputs_q`` to itself; arguments as in ``MultiHeadDotProductAttention``."""
     warnings.warn(
       'SelfAttention will be deprecated soon. Use '
       '`MultiHeadDotProductAttention.__call__(inputs_q)` instead.',
-      DeprecationWarning, stacklevel=2,
+      DeprecationWarning,
+      stacklevel=2,
     )
     return super().__call__(
-      inputs_q, mask=mask, deterministic=deterministic, dropout_rng=dropout_rng,
+      inputs_q,
+      mask=mask,
+      deterministic=deterministic,
+      dropout_rng=dropout_rng,
       sow_weights=sow_weights,
     )
 
@@ -567,8 +637,11 @@ class SelfAttention(MultiHeadDotProductAttention):
 
 
 def make_attention_mask(
-  query_input: Array, key_input: Array, pairwise_fn: Callable[..., Any] = jnp.multiply,
-  extra_batch_dims: int = 0, dtype: Dtype = jnp.float32,
+  query_input: Array,
+  key_input: Array,
+  pairwise_fn: Callable[..., Any] = jnp.multiply,
+  extra_batch_dims: int = 0,
+  dtype: Dtype = jnp.float32,
 ) -> Array:
   """A mask ``pairwise_fn(query_input[..., q, None], key_input[..., None, k])``.
 
@@ -611,8 +684,9 @@ def make_causal_mask(x: Array, extra_batch_dims: int = 0, dtype: Dtype = jnp.flo
          [1., 1., 1.]], dtype=float32)
   """
   idxs = jnp.broadcast_to(jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape)
-  return make_attention_mask(idxs, idxs, jnp.greater_equal, extra_batch_dims=extra_batch_dims,
-                             dtype=dtype)
+  return make_attention_mask(
+    idxs, idxs, jnp.greater_equal, extra_batch_dims=extra_batch_dims, dtype=dtype
+  )
 
 
 def combine_masks(*masks: Array | None, dtype: Dtype = jnp.float32) -> Array | None:
@@ -637,7 +711,12 @@ def combine_masks(*masks: Array | None, dtype: Dtype = jnp.float32) -> Array | N
 
 
 __all__ = [
-  'dot_product_attention_weights', 'dot_product_attention', 'MultiHeadDotProductAttention',
-  'MultiHeadAttention', 'SelfAttention', 'make_attention_mask', 'make_causal_mask',
+  'dot_product_attention_weights',
+  'dot_product_attention',
+  'MultiHeadDotProductAttention',
+  'MultiHeadAttention',
+  'SelfAttention',
+  'make_attention_mask',
+  'make_causal_mask',
   'combine_masks',
 ]

@@ -65,10 +65,18 @@ class Dense(Module):
     kernel = self.param(
       'kernel', self.kernel_init, (jnp.shape(inputs)[-1], self.features), self.param_dtype
     )
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    bias = (
+      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      if self.use_bias
+      else None
+    )
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
     return _contract(
-      self, inputs, kernel, bias, (((inputs.ndim - 1,), (0,)), ((), ())),
+      self,
+      inputs,
+      kernel,
+      bias,
+      (((inputs.ndim - 1,), (0,)), ((), ())),
       (1,) * (inputs.ndim - 1) + (-1,),
     )
 
@@ -121,8 +129,14 @@ def _pick_dot_general(module: Any) -> Callable[..., Any]:
 
 
 def _dot_and_bias(
-  inputs: Array, kernel: Array, bias: Array | None, *, dot_general: Callable[..., Any],
-  dimension_numbers: Any, precision: Any, bias_shape: tuple[int, ...],
+  inputs: Array,
+  kernel: Array,
+  bias: Array | None,
+  *,
+  dot_general: Callable[..., Any],
+  dimension_numbers: Any,
+  precision: Any,
+  bias_shape: tuple[int, ...],
 ) -> Array:
   y = dot_general(inputs, kernel, dimension_numbers, precision=precision)
   if bias is not None:
@@ -136,7 +150,11 @@ _dot_and_bias_staged = staged('dot_general', 'dimension_numbers', 'precision', '
 
 
 def _contract(
-  module: Any, inputs: Array, kernel: Array, bias: Array | None, dimension_numbers: Any,
+  module: Any,
+  inputs: Array,
+  kernel: Array,
+  bias: Array | None,
+  dimension_numbers: Any,
   bias_shape: tuple[int, ...],
 ) -> Array:
   """``dot_general(inputs, kernel) + bias.reshape(bias_shape)`` with the module's
@@ -146,7 +164,10 @@ def _contract(
   default = module.dot_general_cls is None and module.dot_general is None
   run = _dot_and_bias_staged if default else _dot_and_bias
   return run(
-    inputs, kernel, bias, dot_general=_pick_dot_general(module),
+    inputs,
+    kernel,
+    bias,
+    dot_general=_pick_dot_general(module),
     dimension_numbers=dimension_numbers,
     precision=hashable(module.precision) if default else module.precision,
     bias_shape=bias_shape,
@@ -222,14 +243,21 @@ class DenseGeneral(Module):
     n_batch_flat = math.prod(batch_shape)
     n_features_flat = math.prod(features)
     kernel = self.param(
-      'kernel', _reshaped_init, self.kernel_init,
+      'kernel',
+      _reshaped_init,
+      self.kernel_init,
       (n_batch_flat * math.prod(contracted_shape), n_features_flat),
-      batch_shape + contracted_shape + features, self.param_dtype,
+      batch_shape + contracted_shape + features,
+      self.param_dtype,
     )
     if self.use_bias:
       bias = self.param(
-        'bias', _reshaped_init, self.bias_init, (n_batch_flat * n_features_flat,),
-        batch_shape + features, self.param_dtype,
+        'bias',
+        _reshaped_init,
+        self.bias_init,
+        (n_batch_flat * n_features_flat,),
+        batch_shape + features,
+        self.param_dtype,
       )
     else:
       bias = None
@@ -241,7 +269,11 @@ class DenseGeneral(Module):
     # free axes only.
     n_free = ndim - n_batch - len(axis)
     return _contract(
-      self, inputs, kernel, bias, ((axis, kernel_contract), (batch_dims, kernel_batch)),
+      self,
+      inputs,
+      kernel,
+      bias,
+      ((axis, kernel_contract), (batch_dims, kernel_batch)),
       batch_shape + (1,) * n_free + features,
     )
 
@@ -269,8 +301,8 @@ def _einsum_bias_shapes(
     rhs_ell = len(kernel_shape) - len(rhs_str.replace('...', ''))
     n_ell = max(lhs_ell if '...' in lhs_str else 0, rhs_ell if '...' in rhs_str else 0)
     letters = ''.join(spare[:n_ell])
-    lhs_str = lhs_str.replace('...', letters[n_ell - lhs_ell:])
-    rhs_str = rhs_str.replace('...', letters[n_ell - rhs_ell:])
+    lhs_str = lhs_str.replace('...', letters[n_ell - lhs_ell :])
+    rhs_str = rhs_str.replace('...', letters[n_ell - rhs_ell :])
     output_str = output_str.replace('...', letters)
   sizes = dict(zip(rhs_str, kernel_shape))
   bias_shape = tuple(sizes[c] for c in output_str if c in sizes)
@@ -342,7 +374,10 @@ class Einsum(Module):
       bias = None
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
     y = jnp.einsum(
-      einsum_str, inputs, kernel, precision=self.precision,
+      einsum_str,
+      inputs,
+      kernel,
+      precision=self.precision,
       preferred_element_type=self.preferred_element_type,
     )
     if bias is not None:
@@ -525,14 +560,26 @@ class _Conv(Module):
       else:
         conv = lax.conv_general_dilated
       y = conv(
-        inputs, kernel, strides, padding, lhs_dilation=input_dilation,
-        rhs_dilation=kernel_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=self.feature_group_count, precision=self.precision,
+        inputs,
+        kernel,
+        strides,
+        padding,
+        lhs_dilation=input_dilation,
+        rhs_dilation=kernel_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=self.feature_group_count,
+        precision=self.precision,
       )
     else:
       y = lax.conv_general_dilated_local(
-        inputs, kernel, strides, padding, kernel_size, lhs_dilation=input_dilation,
-        rhs_dilation=kernel_dilation, dimension_numbers=dimension_numbers,
+        inputs,
+        kernel,
+        strides,
+        padding,
+        kernel_size,
+        lhs_dilation=input_dilation,
+        rhs_dilation=kernel_dilation,
+        dimension_numbers=dimension_numbers,
         precision=self.precision,
       )
     if bias is not None:
@@ -541,8 +588,12 @@ class _Conv(Module):
 
 
 def _conv_output_spatial(
-  in_spatial: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int],
-  padding: LaxPadding, input_dilation: Sequence[int], kernel_dilation: Sequence[int],
+  in_spatial: Sequence[int],
+  kernel_size: Sequence[int],
+  strides: Sequence[int],
+  padding: LaxPadding,
+  input_dilation: Sequence[int],
+  kernel_dilation: Sequence[int],
 ) -> tuple[int, ...]:
   """The spatial output shape of ``lax.conv_general_dilated``, computed without tracing."""
   in_dilated = [(n - 1) * d + 1 if n else 0 for n, d in zip(in_spatial, input_dilation)]
@@ -699,8 +750,9 @@ class ConvTranspose(Module):
     n_spatial = len(kernel_size)
     inputs, batch_shape = _flatten_batch(self, inputs, n_spatial)
     strides = _broadcast_ints(self.strides, n_spatial)
-    kernel_dilation = None if self.kernel_dilation is None else _broadcast_ints(
-      self.kernel_dilation, n_spatial)
+    kernel_dilation = (
+      None if self.kernel_dilation is None else _broadcast_ints(self.kernel_dilation, n_spatial)
+    )
     in_features = jnp.shape(inputs)[-1]
     if self.transpose_kernel:
       kernel_shape = kernel_size + (self.features, in_features)
@@ -715,7 +767,7 @@ class ConvTranspose(Module):
     circular = padding == 'CIRCULAR'
     if isinstance(padding, str) and padding not in ('SAME', 'VALID', 'CIRCULAR'):
       raise ValueError(
-        f"{_where(self)}: padding {padding!r} is not supported by ConvTranspose; use "
+        f'{_where(self)}: padding {padding!r} is not supported by ConvTranspose; use '
         "'SAME', 'VALID', 'CIRCULAR', an int or (low, high) pairs."
       )
     kernel = self.param('kernel', self.kernel_init, kernel_shape, self.param_dtype)
@@ -727,9 +779,14 @@ class ConvTranspose(Module):
       bias = None
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
     y = lax.conv_transpose(
-      inputs, kernel, strides, 'VALID' if circular else padding, rhs_dilation=kernel_dilation,
+      inputs,
+      kernel,
+      strides,
+      'VALID' if circular else padding,
+      rhs_dilation=kernel_dilation,
       dimension_numbers=_conv_dimension_numbers(inputs.ndim),
-      transpose_kernel=self.transpose_kernel, precision=self.precision,
+      transpose_kernel=self.transpose_kernel,
+      precision=self.precision,
       preferred_element_type=self.preferred_element_type,
     )
     if circular:
@@ -758,7 +815,7 @@ class ConvTranspose(Module):
         pads.append(((extra + 1) // 2, extra // 2))
     y = jnp.pad(y, [(0, 0)] + pads + [(0, 0)])
     for axis, period in enumerate(periods, start=1):
-      y = jnp.reshape(y, y.shape[:axis] + (-1, period) + y.shape[axis + 1:]).sum(axis=axis)
+      y = jnp.reshape(y, y.shape[:axis] + (-1, period) + y.shape[axis + 1 :]).sum(axis=axis)
     return y
 
 

@@ -121,7 +121,9 @@ class Module(InitApplyMixin):
         # Named by the setup attribute it is assigned to (_module_naming).
         state.is_initialized = True
         return
-      if not (parent_state.in_setup or parent_state.in_compact_method or not parent_state.is_initialized):
+      if not (
+        parent_state.in_setup or parent_state.in_compact_method or not parent_state.is_initialized
+      ):
         raise errors.AssignSubModuleError(type(self).__name__)
       parent_scope = parent.scope
       if parent_scope is None:
@@ -235,7 +237,9 @@ class Module(InitApplyMixin):
     attrs['parent'] = parent
     return type(self)(**attrs)
 
-  def copy(self: T, *, parent: Any = _unspecified_parent, name: str | None = None, **updates: Any) -> T:
+  def copy(
+    self: T, *, parent: Any = _unspecified_parent, name: str | None = None, **updates: Any
+  ) -> T:
     """A clone that attaches to the running module by default (use it in ``setup``)."""
     return self.clone(parent=parent, name=name, **updates)  # type: ignore[attr-defined]
 
@@ -250,7 +254,14 @@ class Module(InitApplyMixin):
       )
     return scope
 
-  def param(self, name: str, init_fn: Callable[..., T], *init_args: Any, unbox: bool = True, **init_kwargs: Any) -> T:
+  def param(
+    self,
+    name: str,
+    init_fn: Callable[..., T],
+    *init_args: Any,
+    unbox: bool = True,
+    **init_kwargs: Any,
+  ) -> T:
     """Declares and returns parameter ``name`` of this module.
 
     Args:
@@ -273,8 +284,13 @@ class Module(InitApplyMixin):
     return scope.param(name, init_fn, *init_args, unbox=unbox, **init_kwargs)
 
   def variable(
-    self, col: str, name: str, init_fn: Callable[..., T] | None = None, *init_args: Any,
-    unbox: bool = True, **init_kwargs: Any,
+    self,
+    col: str,
+    name: str,
+    init_fn: Callable[..., T] | None = None,
+    *init_args: Any,
+    unbox: bool = True,
+    **init_kwargs: Any,
   ) -> Variable[T]:
     """Declares variable ``name`` in collection ``col``; returns a ``Variable`` handle.
 
@@ -330,7 +346,10 @@ class Module(InitApplyMixin):
     return self._bound_scope('access the path').path
 
   def sow(
-    self, col: str, name: str, value: Any,
+    self,
+    col: str,
+    name: str,
+    value: Any,
     reduce_fn: Callable[[Any, Any], Any] = lambda xs, x: xs + (x,),
     init_fn: Callable[[], Any] = lambda: (),
   ) -> bool:
@@ -457,7 +476,19 @@ def merge_param(name: str, a: T | None, b: T | None) -> T:
 
 
 __all__ = [
-  'Module', 'compact', 'nowrap', 'compact_name_scope', 'share_scope', 'apply', 'init',
-  'init_with_output', 'merge_param', 'intercept_methods', 'InterceptorContext', 'Variable',
-  'enable_named_call', 'disable_named_call', 'override_named_call',
+  'Module',
+  'compact',
+  'nowrap',
+  'compact_name_scope',
+  'share_scope',
+  'apply',
+  'init',
+  'init_with_output',
+  'merge_param',
+  'intercept_methods',
+  'InterceptorContext',
+  'Variable',
+  'enable_named_call',
+  'disable_named_call',
+  'override_named_call',
 ]

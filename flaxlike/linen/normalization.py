@@ -40,9 +40,15 @@ def _abs_sq(x: Array) -> Array:
 
 
 def _compute_stats(
-  x: Array, axes: Axes, dtype: Dtype | None, axis_name: str | None = None,
-  axis_index_groups: Any = None, use_mean: bool = True, use_fast_variance: bool = True,
-  mask: Array | None = None, force_float32_reductions: bool = True,
+  x: Array,
+  axes: Axes,
+  dtype: Dtype | None,
+  axis_name: str | None = None,
+  axis_index_groups: Any = None,
+  use_mean: bool = True,
+  use_fast_variance: bool = True,
+  mask: Array | None = None,
+  force_float32_reductions: bool = True,
 ) -> tuple[Array, Array]:
   """Mean and variance of ``x`` over ``axes`` (optionally masked and across devices).
 
@@ -54,18 +60,37 @@ def _compute_stats(
   if axis_index_groups is not None:
     axis_index_groups = tuple(tuple(group) for group in axis_index_groups)
   return _compute_stats_staged(
-    x, None if mask is None else as_array(mask), axes=_canonicalize_axes(x.ndim, axes),
-    dtype=dtype, axis_name=axis_name, axis_index_groups=axis_index_groups,
-    use_mean=use_mean, use_fast_variance=use_fast_variance,
+    x,
+    None if mask is None else as_array(mask),
+    axes=_canonicalize_axes(x.ndim, axes),
+    dtype=dtype,
+    axis_name=axis_name,
+    axis_index_groups=axis_index_groups,
+    use_mean=use_mean,
+    use_fast_variance=use_fast_variance,
     force_float32_reductions=force_float32_reductions,
   )
 
 
-@staged('axes', 'dtype', 'axis_name', 'axis_index_groups', 'use_mean', 'use_fast_variance',
-         'force_float32_reductions')
+@staged(
+  'axes',
+  'dtype',
+  'axis_name',
+  'axis_index_groups',
+  'use_mean',
+  'use_fast_variance',
+  'force_float32_reductions',
+)
 def _compute_stats_staged(
-  x: Array, mask: Array | None, *, axes: tuple[int, ...], dtype: Dtype | None,
-  axis_name: Any, axis_index_groups: Any, use_mean: bool, use_fast_variance: bool,
+  x: Array,
+  mask: Array | None,
+  *,
+  axes: tuple[int, ...],
+  dtype: Dtype | None,
+  axis_name: Any,
+  axis_index_groups: Any,
+  use_mean: bool,
+  use_fast_variance: bool,
   force_float32_reductions: bool,
 ) -> tuple[Array, Array]:
   if dtype is None:
@@ -98,9 +123,20 @@ def _compute_stats_staged(
 
 
 def _normalize(
-  mdl: Module, x: Array, mean: Array, var: Array, reduction_axes: Axes, feature_axes: Axes,
-  dtype: Dtype | None, param_dtype: Dtype, epsilon: float, use_bias: bool, use_scale: bool,
-  bias_init: Initializer, scale_init: Initializer, force_float32_reductions: bool = True,
+  mdl: Module,
+  x: Array,
+  mean: Array,
+  var: Array,
+  reduction_axes: Axes,
+  feature_axes: Axes,
+  dtype: Dtype | None,
+  param_dtype: Dtype,
+  epsilon: float,
+  use_bias: bool,
+  use_scale: bool,
+  bias_init: Initializer,
+  scale_init: Initializer,
+  force_float32_reductions: bool = True,
 ) -> Array:
   """``(x - mean) * rsqrt(var + eps) * scale + bias``, declaring ``scale``/``bias``."""
   x = as_array(x)
@@ -110,18 +146,36 @@ def _normalize(
   scale = mdl.param('scale', scale_init, param_shape, param_dtype) if use_scale else None
   bias = mdl.param('bias', bias_init, param_shape, param_dtype) if use_bias else None
   return _scale_and_shift(
-    x, mean, var, scale, bias, reduction_axes=reduction_axes, feature_axes=feature_axes,
-    dtype=dtype, param_dtype=param_dtype, epsilon=epsilon,
+    x,
+    mean,
+    var,
+    scale,
+    bias,
+    reduction_axes=reduction_axes,
+    feature_axes=feature_axes,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    epsilon=epsilon,
     force_float32_reductions=force_float32_reductions,
   )
 
 
-@staged('reduction_axes', 'feature_axes', 'dtype', 'param_dtype', 'epsilon',
-         'force_float32_reductions')
+@staged(
+  'reduction_axes', 'feature_axes', 'dtype', 'param_dtype', 'epsilon', 'force_float32_reductions'
+)
 def _scale_and_shift(
-  x: Array, mean: Array, var: Array, scale: Array | None, bias: Array | None, *,
-  reduction_axes: tuple[int, ...], feature_axes: tuple[int, ...], dtype: Dtype | None,
-  param_dtype: Dtype, epsilon: float, force_float32_reductions: bool,
+  x: Array,
+  mean: Array,
+  var: Array,
+  scale: Array | None,
+  bias: Array | None,
+  *,
+  reduction_axes: tuple[int, ...],
+  feature_axes: tuple[int, ...],
+  dtype: Dtype | None,
+  param_dtype: Dtype,
+  epsilon: float,
+  force_float32_reductions: bool,
 ) -> Array:
   feature_shape = [1] * x.ndim
   for ax in feature_axes:
@@ -208,7 +262,9 @@ class BatchNorm(Module):
   force_float32_reductions: bool = True
 
   @compact
-  def __call__(self, x: Array, use_running_average: bool | None = None, *, mask: Array | None = None) -> Array:
+  def __call__(
+    self, x: Array, use_running_average: bool | None = None, *, mask: Array | None = None
+  ) -> Array:
     """Normalizes ``x``.
 
     Args:
@@ -232,18 +288,33 @@ class BatchNorm(Module):
     else:
       initializing = self.is_initializing()
       mean, var = _compute_stats(
-        x, reduction_axes, self.dtype,
+        x,
+        reduction_axes,
+        self.dtype,
         # Init runs outside the mapped context, so no collective there.
         axis_name=None if initializing else self.axis_name,
-        axis_index_groups=self.axis_index_groups, use_fast_variance=self.use_fast_variance,
-        mask=mask, force_float32_reductions=self.force_float32_reductions,
+        axis_index_groups=self.axis_index_groups,
+        use_fast_variance=self.use_fast_variance,
+        mask=mask,
+        force_float32_reductions=self.force_float32_reductions,
       )
       if not initializing:
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return _normalize(
-      self, x, mean, var, reduction_axes, feature_axes, self.dtype, self.param_dtype,
-      self.epsilon, self.use_bias, self.use_scale, self.bias_init, self.scale_init,
+      self,
+      x,
+      mean,
+      var,
+      reduction_axes,
+      feature_axes,
+      self.dtype,
+      self.param_dtype,
+      self.epsilon,
+      self.use_bias,
+      self.use_scale,
+      self.bias_init,
+      self.scale_init,
       self.force_float32_reductions,
     )
 
@@ -297,14 +368,30 @@ class LayerNorm(Module):
   def __call__(self, x: Array, *, mask: Array | None = None) -> Array:
     """Normalizes ``x``; ``mask`` (shape of ``x``) selects the entries in the statistics."""
     mean, var = _compute_stats(
-      x, self.reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
-      use_fast_variance=self.use_fast_variance, mask=mask,
+      x,
+      self.reduction_axes,
+      self.dtype,
+      self.axis_name,
+      self.axis_index_groups,
+      use_fast_variance=self.use_fast_variance,
+      mask=mask,
       force_float32_reductions=self.force_float32_reductions,
     )
     return _normalize(
-      self, x, mean, var, self.reduction_axes, self.feature_axes, self.dtype,
-      self.param_dtype, self.epsilon, self.use_bias, self.use_scale, self.bias_init,
-      self.scale_init, self.force_float32_reductions,
+      self,
+      x,
+      mean,
+      var,
+      self.reduction_axes,
+      self.feature_axes,
+      self.dtype,
+      self.param_dtype,
+      self.epsilon,
+      self.use_bias,
+      self.use_scale,
+      self.bias_init,
+      self.scale_init,
+      self.force_float32_reductions,
     )
 
 
@@ -353,14 +440,31 @@ class RMSNorm(Module):
   def __call__(self, x: Array, *, mask: Array | None = None) -> Array:
     """Normalizes ``x``; ``mask`` (shape of ``x``) selects the entries in the statistics."""
     mean, var = _compute_stats(
-      x, self.reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
-      use_mean=False, use_fast_variance=self.use_fast_variance, mask=mask,
+      x,
+      self.reduction_axes,
+      self.dtype,
+      self.axis_name,
+      self.axis_index_groups,
+      use_mean=False,
+      use_fast_variance=self.use_fast_variance,
+      mask=mask,
       force_float32_reductions=self.force_float32_reductions,
     )
     return _normalize(
-      self, x, mean, var, self.reduction_axes, self.feature_axes, self.dtype,
-      self.param_dtype, self.epsilon, False, self.use_scale, initializers.zeros,
-      self.scale_init, self.force_float32_reductions,
+      self,
+      x,
+      mean,
+      var,
+      self.reduction_axes,
+      self.feature_axes,
+      self.dtype,
+      self.param_dtype,
+      self.epsilon,
+      False,
+      self.use_scale,
+      initializers.zeros,
+      self.scale_init,
+      self.force_float32_reductions,
     )
 
 
@@ -436,32 +540,46 @@ class GroupNorm(Module):
     if self.group_size is not None:
       if channels % self.group_size != 0:
         raise ValueError(
-          f'Number of channels ({channels}) is not multiple of the group size '
-          f'({self.group_size}).'
+          f'Number of channels ({channels}) is not multiple of the group size ({self.group_size}).'
         )
       num_groups = channels // self.group_size
     else:
       num_groups = self.num_groups
     if num_groups <= 0 or channels % num_groups != 0:
       raise ValueError(
-        f'Number of groups ({num_groups}) does not divide the number of channels '
-        f'({channels}).'
+        f'Number of groups ({num_groups}) does not divide the number of channels ({channels}).'
       )
     group_size = channels // num_groups
     group_shape = x.shape[:-1] + (num_groups, group_size)
     if mask is not None:
       mask = mask.reshape(mask.shape[:-1] + (num_groups, group_size))
     mean, var = _compute_stats(
-      x.reshape(group_shape), list(reduction_axes[:-1]) + [-1], self.dtype,
-      self.axis_name, self.axis_index_groups, use_fast_variance=self.use_fast_variance,
-      mask=mask, force_float32_reductions=self.force_float32_reductions,
+      x.reshape(group_shape),
+      list(reduction_axes[:-1]) + [-1],
+      self.dtype,
+      self.axis_name,
+      self.axis_index_groups,
+      use_fast_variance=self.use_fast_variance,
+      mask=mask,
+      force_float32_reductions=self.force_float32_reductions,
     )
     mean = jnp.repeat(mean, group_size, axis=-1)
     var = jnp.repeat(var, group_size, axis=-1)
     return _normalize(
-      self, x, mean, var, reduction_axes[:-1], (x.ndim - 1,), self.dtype,
-      self.param_dtype, self.epsilon, self.use_bias, self.use_scale, self.bias_init,
-      self.scale_init, self.force_float32_reductions,
+      self,
+      x,
+      mean,
+      var,
+      reduction_axes[:-1],
+      (x.ndim - 1,),
+      self.dtype,
+      self.param_dtype,
+      self.epsilon,
+      self.use_bias,
+      self.use_scale,
+      self.bias_init,
+      self.scale_init,
+      self.force_float32_reductions,
     )
 
 
@@ -517,13 +635,29 @@ class InstanceNorm(Module):
       )
     reduction_axes = [i for i in range(1, x.ndim) if i not in feature_axes]
     mean, var = _compute_stats(
-      x, reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
-      use_fast_variance=self.use_fast_variance, mask=mask,
+      x,
+      reduction_axes,
+      self.dtype,
+      self.axis_name,
+      self.axis_index_groups,
+      use_fast_variance=self.use_fast_variance,
+      mask=mask,
       force_float32_reductions=self.force_float32_reductions,
     )
     return _normalize(
-      self, x, mean, var, reduction_axes, feature_axes, self.dtype, self.param_dtype,
-      self.epsilon, self.use_bias, self.use_scale, self.bias_init, self.scale_init,
+      self,
+      x,
+      mean,
+      var,
+      reduction_axes,
+      feature_axes,
+      self.dtype,
+      self.param_dtype,
+      self.epsilon,
+      self.use_bias,
+      self.use_scale,
+      self.bias_init,
+      self.scale_init,
       self.force_float32_reductions,
     )
 
@@ -541,8 +675,11 @@ def _key_name(entry: Any) -> str:
 
 
 def _run_with_mapped_variables(
-  layer: Module, transform: Callable[[Any, Any], Any], writable: bool,
-  args: tuple, kwargs: dict,
+  layer: Module,
+  transform: Callable[[Any, Any], Any],
+  writable: bool,
+  args: tuple,
+  kwargs: dict,
 ) -> Any:
   """Calls ``layer`` on variables rewritten leaf by leaf with ``transform(path, leaf)``.
 
@@ -559,15 +696,17 @@ def _run_with_mapped_variables(
 
   def run(variables: dict, mutable: Any) -> tuple[Any, dict]:
     inner = Scope(
-      variables, rngs=outer.rngs, name=outer.name, mutable=mutable, path=outer.path,
+      variables,
+      rngs=outer.rngs,
+      name=outer.name,
+      mutable=mutable,
+      path=outer.path,
       flags=outer.flags,
     )
     inner.rng_counters = outer.rng_counters  # shared, as lifted scopes do in Linen
     try:
       y = layer.clone(parent=inner, _deep_clone=True)(*args, **kwargs)
-      out = {
-        col: value for col, value in inner.mutable_variables().items() if value
-      }
+      out = {col: value for col, value in inner.mutable_variables().items() if value}
     finally:
       inner.invalidate()
     return y, out
@@ -669,7 +808,9 @@ class SpectralNorm(Module):
     u_name, sigma_name = prefix + '/u', prefix + '/sigma'
     col = self.collection_name
     u_key = None if self.has_variable(col, u_name) else self.make_rng('params')
-    u_var = self.variable(col, u_name, jax.random.normal, u_key, (1, value.shape[-1]), self.param_dtype)
+    u_var = self.variable(
+      col, u_name, jax.random.normal, u_key, (1, value.shape[-1]), self.param_dtype
+    )
     sigma_var = self.variable(col, sigma_name, jnp.ones, (), self.param_dtype)
     u0 = u_var.value
     v0 = None
@@ -766,6 +907,11 @@ class WeightNorm(Module):
 
 
 __all__ = [
-  'BatchNorm', 'LayerNorm', 'RMSNorm', 'GroupNorm', 'InstanceNorm', 'SpectralNorm',
+  'BatchNorm',
+  'LayerNorm',
+  'RMSNorm',
+  'GroupNorm',
+  'InstanceNorm',
+  'SpectralNorm',
   'WeightNorm',
 ]

@@ -18,8 +18,12 @@ PaddingLike = str | Sequence[tuple[int, int]]
 
 
 def pool(
-  inputs: Array, init: Any, reduce_fn: Callable[[Any, Any], Any], window_shape: Sequence[int],
-  strides: Sequence[int] | None, padding: PaddingLike,
+  inputs: Array,
+  init: Any,
+  reduce_fn: Callable[[Any, Any], Any],
+  window_shape: Sequence[int],
+  strides: Sequence[int] | None,
+  padding: PaddingLike,
 ) -> Array:
   """Reduces each window of ``inputs`` with ``reduce_fn``, starting from ``init``.
 
@@ -48,8 +52,7 @@ def pool(
   strides = tuple(strides) if strides else (1,) * n_window
   if len(strides) != n_window:
     raise ValueError(
-      f'pool: strides {strides} must have one entry per window axis (window_shape '
-      f'{window_shape}).'
+      f'pool: strides {strides} must have one entry per window axis (window_shape {window_shape}).'
     )
   n_batch = jnp.ndim(inputs) - n_window - 1
   if n_batch < 0:
@@ -77,8 +80,11 @@ def pool(
 
 
 def avg_pool(
-  inputs: Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-  padding: PaddingLike = 'VALID', count_include_pad: bool = True,
+  inputs: Array,
+  window_shape: Sequence[int],
+  strides: Sequence[int] | None = None,
+  padding: PaddingLike = 'VALID',
+  count_include_pad: bool = True,
 ) -> Array:
   """Averages over windows.
 
@@ -116,7 +122,9 @@ def avg_pool(
 
 
 def max_pool(
-  inputs: Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+  inputs: Array,
+  window_shape: Sequence[int],
+  strides: Sequence[int] | None = None,
   padding: PaddingLike = 'VALID',
 ) -> Array:
   """Takes the maximum over windows (padding never wins).
@@ -132,7 +140,9 @@ def max_pool(
 
 
 def min_pool(
-  inputs: Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+  inputs: Array,
+  window_shape: Sequence[int],
+  strides: Sequence[int] | None = None,
   padding: PaddingLike = 'VALID',
 ) -> Array:
   """Takes the minimum over windows (padding never wins).

@@ -58,8 +58,10 @@ class RNNCellBase(Module):
 
 def _pair_carry(cell: Any, rng: PRNGKey, mem_shape: tuple[int, ...]) -> tuple[Array, Array]:
   key_c, key_h = random.split(rng)
-  return (cell.carry_init(key_c, mem_shape, cell.param_dtype),
-          cell.carry_init(key_h, mem_shape, cell.param_dtype))
+  return (
+    cell.carry_init(key_c, mem_shape, cell.param_dtype),
+    cell.carry_init(key_h, mem_shape, cell.param_dtype),
+  )
 
 
 class LSTMCell(RNNCellBase):
@@ -110,17 +112,31 @@ class LSTMCell(RNNCellBase):
   carry_init: Initializer = initializers.zeros_init()
 
   @compact
-  def __call__(self, carry: tuple[Array, Array], inputs: Array) -> tuple[tuple[Array, Array], Array]:
+  def __call__(
+    self, carry: tuple[Array, Array], inputs: Array
+  ) -> tuple[tuple[Array, Array], Array]:
     """One step: ``((c, h), x) -> ((c', h'), h')``."""
     c, h = carry
     n = h.shape[-1]
 
     def gate(name: str, fn: Callable[..., Any]) -> Array:
-      x_part = Dense(n, use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f'i{name}')(inputs)
-      h_part = Dense(n, use_bias=True, kernel_init=self.recurrent_kernel_init,
-                     bias_init=self.bias_init, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f'h{name}')(h)
+      x_part = Dense(
+        n,
+        use_bias=False,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f'i{name}',
+      )(inputs)
+      h_part = Dense(
+        n,
+        use_bias=True,
+        kernel_init=self.recurrent_kernel_init,
+        bias_init=self.bias_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f'h{name}',
+      )(h)
       return fn(x_part + h_part)
 
     i = gate('i', self.gate_fn)
@@ -173,9 +189,14 @@ class DenseParams(Module):
   @compact
   def __call__(self, inputs: Array) -> tuple[Array, Array | None]:
     """Returns ``(kernel, bias or None)`` for inputs with ``inputs.shape[-1]`` features."""
-    kernel = self.param('kernel', self.kernel_init, (inputs.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    kernel = self.param(
+      'kernel', self.kernel_init, (inputs.shape[-1], self.features), self.param_dtype
+    )
+    bias = (
+      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      if self.use_bias
+      else None
+    )
     return kernel, bias
 
 
@@ -220,18 +241,34 @@ class OptimizedLSTMCell(RNNCellBase):
   carry_init: Initializer = initializers.zeros_init()
 
   @compact
-  def __call__(self, carry: tuple[Array, Array], inputs: Array) -> tuple[tuple[Array, Array], Array]:
+  def __call__(
+    self, carry: tuple[Array, Array], inputs: Array
+  ) -> tuple[tuple[Array, Array], Array]:
     """One step: ``((c, h), x) -> ((c', h'), h')``."""
     c, h = carry
     n = h.shape[-1]
     params_i, params_h = [], []
     for gate in _GATES:
-      params_i.append(DenseParams(n, use_bias=False, param_dtype=self.param_dtype,
-                                  kernel_init=self.kernel_init, bias_init=self.bias_init,
-                                  name=f'i{gate}')(inputs))
-      params_h.append(DenseParams(n, use_bias=True, param_dtype=self.param_dtype,
-                                  kernel_init=self.recurrent_kernel_init,
-                                  bias_init=self.bias_init, name=f'h{gate}')(h))
+      params_i.append(
+        DenseParams(
+          n,
+          use_bias=False,
+          param_dtype=self.param_dtype,
+          kernel_init=self.kernel_init,
+          bias_init=self.bias_init,
+          name=f'i{gate}',
+        )(inputs)
+      )
+      params_h.append(
+        DenseParams(
+          n,
+          use_bias=True,
+          param_dtype=self.param_dtype,
+          kernel_init=self.recurrent_kernel_init,
+          bias_init=self.bias_init,
+          name=f'h{gate}',
+        )(h)
+      )
     zh = self._fused(h, params_h)
     zi = self._fused(inputs, params_i)
     i = self.gate_fn(zh[0] + zi[0])
@@ -308,11 +345,23 @@ class SimpleCell(RNNCellBase):
   def __call__(self, carry: Array, inputs: Array) -> tuple[Array, Array]:
     """One step: ``(h, x) -> (h', h')``."""
     n = carry.shape[-1]
-    new_carry = Dense(n, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
-                      kernel_init=self.kernel_init, bias_init=self.bias_init, name='i')(inputs)
-    new_carry = new_carry + Dense(n, use_bias=False, dtype=self.dtype,
-                                  param_dtype=self.param_dtype,
-                                  kernel_init=self.recurrent_kernel_init, name='h')(carry)
+    new_carry = Dense(
+      n,
+      use_bias=True,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=self.kernel_init,
+      bias_init=self.bias_init,
+      name='i',
+    )(inputs)
+    new_carry = new_carry + Dense(
+      n,
+      use_bias=False,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=self.recurrent_kernel_init,
+      name='h',
+    )(carry)
     if self.residual:
       new_carry = new_carry + carry
     new_carry = self.activation_fn(new_carry)
@@ -380,13 +429,26 @@ class GRUCell(RNNCellBase):
     n = h.shape[-1]
 
     def dense_i(name: str) -> Array:
-      return Dense(n, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=self.kernel_init, bias_init=self.bias_init, name=name)(inputs)
+      return Dense(
+        n,
+        use_bias=True,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=self.kernel_init,
+        bias_init=self.bias_init,
+        name=name,
+      )(inputs)
 
     def dense_h(name: str, use_bias: bool = False) -> Array:
-      return Dense(n, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=self.recurrent_kernel_init, bias_init=self.bias_init,
-                   name=name)(h)
+      return Dense(
+        n,
+        use_bias=use_bias,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=self.recurrent_kernel_init,
+        bias_init=self.bias_init,
+        name=name,
+      )(h)
 
     r = self.gate_fn(dense_i('ir') + dense_h('hr'))
     z = self.gate_fn(dense_i('iz') + dense_h('hz'))
@@ -459,21 +521,47 @@ class MGUCell(RNNCellBase):
     h = carry
     n = h.shape[-1]
     f = self.gate_fn(
-      Dense(n, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init, bias_init=self.forget_bias_init, name='if')(inputs)
-      + Dense(n, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-              kernel_init=self.recurrent_kernel_init, bias_init=self.activation_bias_init,
-              name='hf')(h)
+      Dense(
+        n,
+        use_bias=True,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=self.kernel_init,
+        bias_init=self.forget_bias_init,
+        name='if',
+      )(inputs)
+      + Dense(
+        n,
+        use_bias=False,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=self.recurrent_kernel_init,
+        bias_init=self.activation_bias_init,
+        name='hf',
+      )(h)
     )
-    x = Dense(n, use_bias=self.reset_gate, dtype=self.dtype, param_dtype=self.param_dtype,
-              kernel_init=self.recurrent_kernel_init, bias_init=self.activation_bias_init,
-              name='hn')(h)
+    x = Dense(
+      n,
+      use_bias=self.reset_gate,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=self.recurrent_kernel_init,
+      bias_init=self.activation_bias_init,
+      name='hn',
+    )(h)
     if self.reset_gate:
       x = x * f
     cand = self.activation_fn(
-      Dense(n, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init, bias_init=self.activation_bias_init,
-            name='in')(inputs) + x
+      Dense(
+        n,
+        use_bias=True,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=self.kernel_init,
+        bias_init=self.activation_bias_init,
+        name='in',
+      )(inputs)
+      + x
     )
     new_h = (1.0 - f) * cand + f * h
     return new_h, new_h
@@ -534,14 +622,23 @@ class ConvLSTMCell(RNNCellBase):
   carry_init: Initializer = initializers.zeros_init()
 
   @compact
-  def __call__(self, carry: tuple[Array, Array], inputs: Array) -> tuple[tuple[Array, Array], Array]:
+  def __call__(
+    self, carry: tuple[Array, Array], inputs: Array
+  ) -> tuple[tuple[Array, Array], Array]:
     """One step: ``((c, h), x) -> ((c', h'), h')``."""
     c, h = carry
 
     def conv(name: str) -> Conv:
-      return Conv(features=4 * self.features, kernel_size=self.kernel_size,
-                  strides=self.strides, padding=self.padding, use_bias=self.use_bias,
-                  dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+      return Conv(
+        features=4 * self.features,
+        kernel_size=self.kernel_size,
+        strides=self.strides,
+        padding=self.padding,
+        use_bias=self.use_bias,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=name,
+      )
 
     gates = conv('ih')(inputs) + conv('hh')(h)
     i, g, f, o = jnp.split(gates, 4, axis=-1)
@@ -563,8 +660,18 @@ class ConvLSTMCell(RNNCellBase):
 
 
 __all__ = [
-  'RNNCellBase', 'LSTMCell', 'OptimizedLSTMCell', 'GRUCell', 'MGUCell', 'SimpleCell',
-  'ConvLSTMCell', 'DenseParams', 'RNN', 'Bidirectional', 'RNNBase', 'flip_sequences',
+  'RNNCellBase',
+  'LSTMCell',
+  'OptimizedLSTMCell',
+  'GRUCell',
+  'MGUCell',
+  'SimpleCell',
+  'ConvLSTMCell',
+  'DenseParams',
+  'RNN',
+  'Bidirectional',
+  'RNNBase',
+  'flip_sequences',
 ]
 # _rnn builds on the cells above and imports this module, so its names come in last.
 from flaxlike.linen._rnn import RNN as RNN  # noqa: E402

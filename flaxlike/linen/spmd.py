@@ -319,7 +319,8 @@ class LogicallyPartitioned(meta.Partitioned):
     return with_logical_constraint(self.value, self.names, rules=self.rules, mesh=self.mesh)
 
   def get_mesh_partition_spec(
-    self, rules: LogicalRules | None = None,
+    self,
+    rules: LogicalRules | None = None,
     fallback: RulesFallback = RulesFallback.AXIS_IS_UNSHARDED,
   ) -> PartitionSpec:
     """The mesh ``PartitionSpec``: names mapped through ``self.rules``, else ``rules``,
@@ -370,7 +371,10 @@ def _path_text(path: tuple[Any, ...]) -> str:
 
 
 def _variable_sharding(
-  path: tuple[Any, ...], leaf: Any, mesh: Mesh, rules: LogicalRules | None,
+  path: tuple[Any, ...],
+  leaf: Any,
+  mesh: Mesh,
+  rules: LogicalRules | None,
   fallback: RulesFallback,
 ) -> NamedSharding:
   """The sharding of one abstract (possibly boxed) variable, checked against ``mesh``."""
@@ -478,12 +482,14 @@ def sharded_init(
   abstract = jax.eval_shape(boxed_init, rngs, arrays)
   shardings = jax.tree_util.tree_map_with_path(
     lambda path, leaf: _variable_sharding(path, leaf, mesh, rules, fallback),
-    abstract, is_leaf=meta.is_axis_metadata,
+    abstract,
+    is_leaf=meta.is_axis_metadata,
   )
   # A box is a one-child node, so a sharding in its place is a valid out_shardings prefix.
   boxed = jax.jit(boxed_init, out_shardings=shardings)(rngs, arrays)
   variables = jax.tree_util.tree_map(
-    lambda x: x.value if isinstance(x, meta.AxisMetadata) else x, boxed,
+    lambda x: x.value if isinstance(x, meta.AxisMetadata) else x,
+    boxed,
     is_leaf=meta.is_axis_metadata,
   )
   return variables, shardings

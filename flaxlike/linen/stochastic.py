@@ -48,7 +48,9 @@ class Dropout(Module):
   rng_collection: str = 'dropout'
 
   @compact
-  def __call__(self, inputs: Array, deterministic: bool | None = None, rng: PRNGKey | None = None) -> Array:
+  def __call__(
+    self, inputs: Array, deterministic: bool | None = None, rng: PRNGKey | None = None
+  ) -> Array:
     """Applies dropout.
 
     Args:

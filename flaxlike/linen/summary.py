@@ -101,7 +101,9 @@ def _call_flops(row: _Row, variables: Mapping[str, Any], rngs: Any, vjp: bool) -
 
   def call(own_vars, call_args):
     # Mutable, so layers that update statistics (BatchNorm in training) can run.
-    out, _ = module.apply(own_vars, *call_args, rngs=rngs, method=row.method, mutable=True, **kwargs)
+    out, _ = module.apply(
+      own_vars, *call_args, rngs=rngs, method=row.method, mutable=True, **kwargs
+    )
     return out
 
   if not vjp:
@@ -114,7 +116,9 @@ def _call_flops(row: _Row, variables: Mapping[str, Any], rngs: Any, vjp: bool) -
   return _flops(with_vjp, own, args)
 
 
-def _collect(module: Module, rngs: Any, args: tuple, kwargs: dict, mutable: Filter) -> tuple[list[_Row], Any]:
+def _collect(
+  module: Module, rngs: Any, args: tuple, kwargs: dict, mutable: Filter
+) -> tuple[list[_Row], Any]:
   rows: list[_Row] = []
 
   def record(next_fun, call_args, call_kwargs, ctx):
@@ -284,7 +288,11 @@ def tabulate(
           cells.append('')
           continue
         node = _subtree(variables, col, row.path)
-        children = {p[len(row.path)] for p in called_paths if len(p) > len(row.path) and p[: len(row.path)] == row.path}
+        children = {
+          p[len(row.path)]
+          for p in called_paths
+          if len(p) > len(row.path) and p[: len(row.path)] == row.path
+        }
         if isinstance(node, Mapping):
           # Nested dicts are child modules (possibly hidden by depth or not called).
           children |= {k for k, v in node.items() if isinstance(v, Mapping)}
@@ -312,14 +320,29 @@ def tabulate(
 
 
 def module_tabulate(
-  self: Module, rngs: Any, *args: Any, depth: int | None = None, show_repeated: bool = False,
-  mutable: Filter = DenyList('intermediates'), console_kwargs: Mapping[str, Any] | None = None,
-  table_kwargs: Mapping[str, Any] = {}, column_kwargs: Mapping[str, Any] = {},  # noqa: B006
-  compute_flops: bool = False, compute_vjp_flops: bool = False, **kwargs: Any,
+  self: Module,
+  rngs: Any,
+  *args: Any,
+  depth: int | None = None,
+  show_repeated: bool = False,
+  mutable: Filter = DenyList('intermediates'),
+  console_kwargs: Mapping[str, Any] | None = None,
+  table_kwargs: Mapping[str, Any] = {},
+  column_kwargs: Mapping[str, Any] = {},  # noqa: B006
+  compute_flops: bool = False,
+  compute_vjp_flops: bool = False,
+  **kwargs: Any,
 ) -> str:
   """``Module.tabulate``: the summary table of this module on ``args`` (see ``tabulate``)."""
   return tabulate(
-    self, rngs, depth=depth, show_repeated=show_repeated, mutable=mutable,
-    console_kwargs=console_kwargs, table_kwargs=table_kwargs, column_kwargs=column_kwargs,
-    compute_flops=compute_flops, compute_vjp_flops=compute_vjp_flops,
+    self,
+    rngs,
+    depth=depth,
+    show_repeated=show_repeated,
+    mutable=mutable,
+    console_kwargs=console_kwargs,
+    table_kwargs=table_kwargs,
+    column_kwargs=column_kwargs,
+    compute_flops=compute_flops,
+    compute_vjp_flops=compute_vjp_flops,
   )(*args, **kwargs)

@@ -63,8 +63,9 @@ def _outer_scope(module: Any, transform: str) -> Scope:
   return scope
 
 
-def _method_body(module: Module, call: Callable[..., Any], cls: type | None, name: str,
-                 kwargs: Mapping[str, Any]) -> Callable[..., Any]:
+def _method_body(
+  module: Module, call: Callable[..., Any], cls: type | None, name: str, kwargs: Mapping[str, Any]
+) -> Callable[..., Any]:
   """``fn(scope, *args)`` running ``call`` on a copy of ``module`` bound to ``scope``."""
 
   def body(scope: Scope, *args: Any) -> Any:
@@ -109,8 +110,13 @@ def _method_names(methods: Any) -> dict[str, dict[str, Any]]:
   return {m: {} for m in methods}
 
 
-def _transform_class(prefix: str, cls: type, methods: Any, make: Callable[..., Callable[..., Any]],
-                     transform_kwargs: dict[str, Any]) -> type:
+def _transform_class(
+  prefix: str,
+  cls: type,
+  methods: Any,
+  make: Callable[..., Callable[..., Any]],
+  transform_kwargs: dict[str, Any],
+) -> type:
   attrs: dict[str, Any] = {}
   for method_name, overrides in _method_names(methods).items():
     original = getattr(cls, method_name, None)
@@ -120,7 +126,9 @@ def _transform_class(prefix: str, cls: type, methods: Any, make: Callable[..., C
         f'"{method_name}".'
       )
     run = _as_method(original)
-    call_transform = make(run, cls, f'{cls.__name__}.{method_name}', {**transform_kwargs, **overrides})
+    call_transform = make(
+      run, cls, f'{cls.__name__}.{method_name}', {**transform_kwargs, **overrides}
+    )
     call_transform.nowrap = True  # type: ignore[attr-defined]
     call_transform.__name__ = method_name
     attrs[method_name] = call_transform
@@ -130,8 +138,9 @@ def _transform_class(prefix: str, cls: type, methods: Any, make: Callable[..., C
   return new_cls
 
 
-def _transform_function(fn: Callable[..., Any], make: Callable[..., Callable[..., Any]],
-                        transform_kwargs: dict[str, Any]) -> Callable[..., Any]:
+def _transform_function(
+  fn: Callable[..., Any], make: Callable[..., Callable[..., Any]], transform_kwargs: dict[str, Any]
+) -> Callable[..., Any]:
   run = _as_method(fn)
   wrapped = make(run, None, getattr(fn, '__name__', 'fn'), transform_kwargs)
   functools.update_wrapper(wrapped, fn)
@@ -143,8 +152,13 @@ def _transform_function(fn: Callable[..., Any], make: Callable[..., Callable[...
   return wrapped
 
 
-def _lift(prefix: str, target: Any, methods: Any, make: Callable[..., Callable[..., Any]],
-          **transform_kwargs: Any) -> Any:
+def _lift(
+  prefix: str,
+  target: Any,
+  methods: Any,
+  make: Callable[..., Callable[..., Any]],
+  **transform_kwargs: Any,
+) -> Any:
   if isinstance(target, type) and issubclass(target, Module):
     return _transform_class(prefix, target, methods, make, transform_kwargs)
   if callable(target) and not isinstance(target, Module):
@@ -152,7 +166,9 @@ def _lift(prefix: str, target: Any, methods: Any, make: Callable[..., Callable[.
   raise errors.TransformTargetError(target)
 
 
-def _simple(core_builder: Callable[..., Builder], transform: str) -> Callable[..., Callable[..., Any]]:
+def _simple(
+  core_builder: Callable[..., Builder], transform: str
+) -> Callable[..., Callable[..., Any]]:
   """``make`` for transforms whose lifted function is rebuilt per call (closures are fine)."""
 
   def make(run, cls, name, kw):
@@ -208,9 +224,18 @@ def vmap(
     return lambda body: lift.vmap(body, **kw)
 
   return _lift(
-    'Vmap', target, methods, _simple(builder, 'vmap'), variable_axes=variable_axes,
-    split_rngs=split_rngs, in_axes=in_axes, out_axes=out_axes, axis_size=axis_size,
-    axis_name=axis_name, spmd_axis_name=spmd_axis_name, metadata_params=metadata_params,
+    'Vmap',
+    target,
+    methods,
+    _simple(builder, 'vmap'),
+    variable_axes=variable_axes,
+    split_rngs=split_rngs,
+    in_axes=in_axes,
+    out_axes=out_axes,
+    axis_size=axis_size,
+    axis_name=axis_name,
+    spmd_axis_name=spmd_axis_name,
+    metadata_params=metadata_params,
   )
 
 
@@ -257,11 +282,22 @@ def scan(
     return lambda body: lift.scan(body, **kw)
 
   return _lift(
-    'Scan', target, methods, _simple(builder, 'scan'), variable_axes=variable_axes,
-    variable_broadcast=variable_broadcast, variable_carry=variable_carry,
-    split_rngs=split_rngs, in_axes=in_axes, out_axes=out_axes, length=length,
-    reverse=reverse, unroll=unroll, data_transform=data_transform,
-    metadata_params=metadata_params, _split_transpose=_split_transpose,
+    'Scan',
+    target,
+    methods,
+    _simple(builder, 'scan'),
+    variable_axes=variable_axes,
+    variable_broadcast=variable_broadcast,
+    variable_carry=variable_carry,
+    split_rngs=split_rngs,
+    in_axes=in_axes,
+    out_axes=out_axes,
+    length=length,
+    reverse=reverse,
+    unroll=unroll,
+    data_transform=data_transform,
+    metadata_params=metadata_params,
+    _split_transpose=_split_transpose,
     check_constancy_invariants=check_constancy_invariants,
   )
 
@@ -299,9 +335,16 @@ def checkpoint(
     return lambda body: lift.checkpoint(body, **kw)
 
   return _lift(
-    'Checkpoint', target, methods, _simple(builder, 'remat'), variables=variables, rngs=rngs,
-    concrete=concrete, prevent_cse=prevent_cse,
-    static_argnums=_shift_argnums(static_argnums, -1), policy=policy,
+    'Checkpoint',
+    target,
+    methods,
+    _simple(builder, 'remat'),
+    variables=variables,
+    rngs=rngs,
+    concrete=concrete,
+    prevent_cse=prevent_cse,
+    static_argnums=_shift_argnums(static_argnums, -1),
+    policy=policy,
   )
 
 
@@ -337,13 +380,18 @@ def jit(
 
   def make(run, cls, name, kw):
     def body(scope, static_module, *args, **kwargs):
-      return _check_returns(run(_bind_clone(static_module.value, scope, cls), *args, **kwargs), name)
+      return _check_returns(
+        run(_bind_clone(static_module.value, scope, cls), *args, **kwargs), name
+      )
 
     lifted = lift.jit(
-      body, variables=kw['variables'], rngs=kw['rngs'],
+      body,
+      variables=kw['variables'],
+      rngs=kw['rngs'],
       static_argnums=(0,) + _shift_argnums(kw['static_argnums'], 0),
       static_argnames=kw['static_argnames'],
-      donate_argnums=_shift_argnums(kw['donate_argnums'], 0), device=kw['device'],
+      donate_argnums=_shift_argnums(kw['donate_argnums'], 0),
+      device=kw['device'],
       backend=kw['backend'],
     )
 
@@ -354,31 +402,52 @@ def jit(
     return call_transformed
 
   return _lift(
-    'Jit', target, methods, make, variables=variables, rngs=rngs, static_argnums=static_argnums,
-    static_argnames=static_argnames, donate_argnums=donate_argnums, device=device,
+    'Jit',
+    target,
+    methods,
+    make,
+    variables=variables,
+    rngs=rngs,
+    static_argnums=static_argnums,
+    static_argnames=static_argnames,
+    donate_argnums=donate_argnums,
+    device=device,
     backend=backend,
   )
 
 
-def fold_rngs(target: Any, variables: Filter = True, rngs: Filter = True, methods: Any = None) -> Any:
+def fold_rngs(
+  target: Any, variables: Filter = True, rngs: Filter = True, methods: Any = None
+) -> Any:
   """Forks the RNG streams of a Module call the way ``nn.jit`` does, without compiling."""
 
   def builder(**kw):
     return lambda body: lift.fold_rngs(body, **kw)
 
-  return _lift('Fold_rngs', target, methods, _simple(builder, 'fold_rngs'), variables=variables,
-               rngs=rngs)
+  return _lift(
+    'Fold_rngs', target, methods, _simple(builder, 'fold_rngs'), variables=variables, rngs=rngs
+  )
 
 
-def add_metadata_axis(target: Any, variable_axes: Mapping[Filter, int] = {},
-                      metadata_params: Mapping[str, Any] = {}, methods: Any = None) -> Any:
+def add_metadata_axis(
+  target: Any,
+  variable_axes: Mapping[Filter, int] = {},
+  metadata_params: Mapping[str, Any] = {},
+  methods: Any = None,
+) -> Any:
   """Adds ``variable_axes`` axes to boxed metadata of a Module's variables, without mapping."""
 
   def builder(**kw):
     return lambda body: lift.add_metadata_axis(body, **kw)
 
-  return _lift('Add_metadata_axis', target, methods, _simple(builder, 'add_metadata_axis'),
-               variable_axes=variable_axes, metadata_params=metadata_params)
+  return _lift(
+    'Add_metadata_axis',
+    target,
+    methods,
+    _simple(builder, 'add_metadata_axis'),
+    variable_axes=variable_axes,
+    metadata_params=metadata_params,
+  )
 
 
 def map_variables(
@@ -412,14 +481,28 @@ def map_variables(
 
   def builder(**kw):
     return lambda body: lift.map_variables(
-      body, kw['mapped_collections'], kw['trans_in_fn'], kw['trans_out_fn'], init=kw['init'],
-      mutable=kw['mutable'], rngs=kw['rngs'], variables=kw['variables'],
+      body,
+      kw['mapped_collections'],
+      kw['trans_in_fn'],
+      kw['trans_out_fn'],
+      init=kw['init'],
+      mutable=kw['mutable'],
+      rngs=kw['rngs'],
+      variables=kw['variables'],
     )
 
   return _lift(
-    'Map_variables', target, methods, _simple(builder, 'map_variables'),
-    mapped_collections=mapped_collections, trans_in_fn=trans_in_fn, trans_out_fn=trans_out_fn,
-    init=init, mutable=mutable, rngs=rngs, variables=variables,
+    'Map_variables',
+    target,
+    methods,
+    _simple(builder, 'map_variables'),
+    mapped_collections=mapped_collections,
+    trans_in_fn=trans_in_fn,
+    trans_out_fn=trans_out_fn,
+    init=init,
+    mutable=mutable,
+    rngs=rngs,
+    variables=variables,
   )
 
 
@@ -457,9 +540,17 @@ def remat_scan(
     return lambda body: lift.remat_scan(body, **kw)
 
   return _lift(
-    'Remat_scan', target, None, _simple(builder, 'remat_scan'), lengths=tuple(lengths),
-    policy=policy, variable_broadcast=variable_broadcast, variable_carry=variable_carry,
-    variable_axes=variable_axes, split_rngs=split_rngs, metadata_params=metadata_params,
+    'Remat_scan',
+    target,
+    None,
+    _simple(builder, 'remat_scan'),
+    lengths=tuple(lengths),
+    policy=policy,
+    variable_broadcast=variable_broadcast,
+    variable_carry=variable_carry,
+    variable_axes=variable_axes,
+    split_rngs=split_rngs,
+    metadata_params=metadata_params,
   )
 
 
@@ -477,8 +568,15 @@ def _fn_of_scope(fn: Callable[..., Any], module: Module, name: str) -> Callable[
   return run
 
 
-def cond(pred: Any, true_fun: Callable[..., Any], false_fun: Callable[..., Any], mdl: Module,
-         *operands: Any, variables: Filter = True, rngs: Filter = True) -> Any:
+def cond(
+  pred: Any,
+  true_fun: Callable[..., Any],
+  false_fun: Callable[..., Any],
+  mdl: Module,
+  *operands: Any,
+  variables: Filter = True,
+  rngs: Filter = True,
+) -> Any:
   """``jax.lax.cond`` with branches ``fun(module, *operands)`` that may use variables.
 
   Both branches are traced and must produce the same variables.
@@ -500,21 +598,46 @@ def cond(pred: Any, true_fun: Callable[..., Any], false_fun: Callable[..., Any],
   ['dense']
   """
   scope = _outer_scope(mdl, 'cond')
-  return lift.cond(pred, _fn_of_scope(true_fun, mdl, 'cond'), _fn_of_scope(false_fun, mdl, 'cond'),
-                   scope, *operands, variables=variables, rngs=rngs)
+  return lift.cond(
+    pred,
+    _fn_of_scope(true_fun, mdl, 'cond'),
+    _fn_of_scope(false_fun, mdl, 'cond'),
+    scope,
+    *operands,
+    variables=variables,
+    rngs=rngs,
+  )
 
 
-def switch(index: Any, branches: Sequence[Callable[..., Any]], mdl: Module, *operands: Any,
-           variables: Filter = True, rngs: Filter = True) -> Any:
+def switch(
+  index: Any,
+  branches: Sequence[Callable[..., Any]],
+  mdl: Module,
+  *operands: Any,
+  variables: Filter = True,
+  rngs: Filter = True,
+) -> Any:
   """``jax.lax.switch`` with branches ``fun(module, *operands)`` that may use variables."""
   scope = _outer_scope(mdl, 'switch')
-  return lift.switch(index, [_fn_of_scope(b, mdl, 'switch') for b in branches], scope, *operands,
-                     variables=variables, rngs=rngs)
+  return lift.switch(
+    index,
+    [_fn_of_scope(b, mdl, 'switch') for b in branches],
+    scope,
+    *operands,
+    variables=variables,
+    rngs=rngs,
+  )
 
 
-def while_loop(cond_fn: Callable[..., Any], body_fn: Callable[..., Any], mdl: Module, init: Any,
-               carry_variables: Filter = False, broadcast_variables: Filter = True,
-               split_rngs: Mapping[Filter, bool] = {}) -> Any:
+def while_loop(
+  cond_fn: Callable[..., Any],
+  body_fn: Callable[..., Any],
+  mdl: Module,
+  init: Any,
+  carry_variables: Filter = False,
+  broadcast_variables: Filter = True,
+  split_rngs: Mapping[Filter, bool] = {},
+) -> Any:
   """``jax.lax.while_loop`` with ``cond_fn(module, c)`` and ``body_fn(module, c) -> c``.
 
   ``carry_variables`` may be updated by the body (they must exist before the loop);
@@ -522,15 +645,23 @@ def while_loop(cond_fn: Callable[..., Any], body_fn: Callable[..., Any], mdl: Mo
   """
   scope = _outer_scope(mdl, 'while_loop')
   return lift.while_loop(
-    _fn_of_scope(cond_fn, mdl, 'while_loop'), _fn_of_scope(body_fn, mdl, 'while_loop'), scope,
-    init, carry_variables=carry_variables, broadcast_variables=broadcast_variables,
+    _fn_of_scope(cond_fn, mdl, 'while_loop'),
+    _fn_of_scope(body_fn, mdl, 'while_loop'),
+    scope,
+    init,
+    carry_variables=carry_variables,
+    broadcast_variables=broadcast_variables,
     split_rngs=split_rngs,
   )
 
 
-def custom_vjp(fn: Callable[..., Any], forward_fn: Callable[..., Any],
-               backward_fn: Callable[..., Any], grad_vars: Filter = 'params',
-               nondiff_argnums: Sequence[int] = ()) -> Callable[..., Any]:
+def custom_vjp(
+  fn: Callable[..., Any],
+  forward_fn: Callable[..., Any],
+  backward_fn: Callable[..., Any],
+  grad_vars: Filter = 'params',
+  nondiff_argnums: Sequence[int] = (),
+) -> Callable[..., Any]:
   """A function ``fn(module, *args)`` with a custom backward pass.
 
   ``forward_fn(module, *args) -> (y, residuals)`` and ``backward_fn(residuals, g) ->
@@ -541,52 +672,103 @@ def custom_vjp(fn: Callable[..., Any], forward_fn: Callable[..., Any],
   def call(mdl: Module, *args: Any) -> Any:
     scope = _outer_scope(mdl, 'custom_vjp')
     lifted = lift.custom_vjp(
-      _fn_of_scope(fn, mdl, 'custom_vjp'), _fn_of_scope(forward_fn, mdl, 'custom_vjp'),
-      backward_fn, grad_vars=grad_vars, nondiff_argnums=tuple(nondiff_argnums),
+      _fn_of_scope(fn, mdl, 'custom_vjp'),
+      _fn_of_scope(forward_fn, mdl, 'custom_vjp'),
+      backward_fn,
+      grad_vars=grad_vars,
+      nondiff_argnums=tuple(nondiff_argnums),
     )
     return lifted(scope, *args)
 
   return call
 
 
-def vjp(fn: Callable[..., Any], mdl: Module, *primals: Any, has_aux: bool = False,
-        reduce_axes: Sequence[Any] = (), vjp_variables: Filter = 'params',
-        variables: Filter = True, rngs: Filter = True, multi_scope: bool = False) -> Any:
+def vjp(
+  fn: Callable[..., Any],
+  mdl: Module,
+  *primals: Any,
+  has_aux: bool = False,
+  reduce_axes: Sequence[Any] = (),
+  vjp_variables: Filter = 'params',
+  variables: Filter = True,
+  rngs: Filter = True,
+  multi_scope: bool = False,
+) -> Any:
   """``jax.vjp`` of ``fn(module, *primals)`` w.r.t. the primals and ``vjp_variables``.
 
   Returns ``(y, vjp_fn)``; ``vjp_fn(g)`` gives ``(variable_grads, *primal_grads)``.
   """
   del multi_scope
   scope = _outer_scope(mdl, 'vjp')
-  return lift.vjp(_fn_of_scope(fn, mdl, 'vjp'), scope, *primals, has_aux=has_aux,
-                  reduce_axes=reduce_axes, vjp_variables=vjp_variables, variables=variables,
-                  rngs=rngs)
+  return lift.vjp(
+    _fn_of_scope(fn, mdl, 'vjp'),
+    scope,
+    *primals,
+    has_aux=has_aux,
+    reduce_axes=reduce_axes,
+    vjp_variables=vjp_variables,
+    variables=variables,
+    rngs=rngs,
+  )
 
 
-def jvp(fn: Callable[..., Any], mdl: Module, primals: Sequence[Any], tangents: Sequence[Any],
-        variable_tangents: Mapping[str, Any], variables: Filter = True,
-        rngs: Filter = True) -> Any:
+def jvp(
+  fn: Callable[..., Any],
+  mdl: Module,
+  primals: Sequence[Any],
+  tangents: Sequence[Any],
+  variable_tangents: Mapping[str, Any],
+  variables: Filter = True,
+  rngs: Filter = True,
+) -> Any:
   """``jax.jvp`` of ``fn(module, *primals)``; returns ``(y, y_tangent)``."""
   scope = _outer_scope(mdl, 'jvp')
-  return lift.jvp(_fn_of_scope(fn, mdl, 'jvp'), scope, primals, tangents, variable_tangents,
-                  variables=variables, rngs=rngs)
+  return lift.jvp(
+    _fn_of_scope(fn, mdl, 'jvp'),
+    scope,
+    primals,
+    tangents,
+    variable_tangents,
+    variables=variables,
+    rngs=rngs,
+  )
 
 
-def value_and_grad(fn: Callable[..., Any], mdl: Module, *primals: Any, has_aux: bool = False,
-                   reduce_axes: Sequence[Any] = (), variables: Filter = True,
-                   rngs: Filter = True) -> Any:
+def value_and_grad(
+  fn: Callable[..., Any],
+  mdl: Module,
+  *primals: Any,
+  has_aux: bool = False,
+  reduce_axes: Sequence[Any] = (),
+  variables: Filter = True,
+  rngs: Filter = True,
+) -> Any:
   """``(value, primal_grads)`` of scalar ``fn(module, *primals)`` (Linen's convention)."""
   scope = _outer_scope(mdl, 'value_and_grad')
-  return lift.value_and_grad(_fn_of_scope(fn, mdl, 'value_and_grad'), scope, *primals,
-                             has_aux=has_aux, reduce_axes=reduce_axes, variables=variables,
-                             rngs=rngs)
+  return lift.value_and_grad(
+    _fn_of_scope(fn, mdl, 'value_and_grad'),
+    scope,
+    *primals,
+    has_aux=has_aux,
+    reduce_axes=reduce_axes,
+    variables=variables,
+    rngs=rngs,
+  )
 
 
-def grad(fn: Callable[..., Any], mdl: Module, *primals: Any, has_aux: bool = False,
-         reduce_axes: Sequence[Any] = (), variables: Filter = True, rngs: Filter = True) -> Any:
+def grad(
+  fn: Callable[..., Any],
+  mdl: Module,
+  *primals: Any,
+  has_aux: bool = False,
+  reduce_axes: Sequence[Any] = (),
+  variables: Filter = True,
+  rngs: Filter = True,
+) -> Any:
   """The primal gradients of scalar ``fn(module, *primals)`` (plus aux with ``has_aux``)."""
-  value, grads = value_and_grad(fn, mdl, *primals, has_aux=has_aux, reduce_axes=reduce_axes,
-                                variables=variables, rngs=rngs)
+  value, grads = value_and_grad(
+    fn, mdl, *primals, has_aux=has_aux, reduce_axes=reduce_axes, variables=variables, rngs=rngs
+  )
   if has_aux:
     return grads, value[1]
   return grads
@@ -605,7 +787,23 @@ def named_call(class_fn: Callable[..., Any], force: bool = True) -> Callable[...
 
 
 __all__ = [
-  'vmap', 'scan', 'jit', 'remat', 'checkpoint', 'remat_scan', 'cond', 'switch', 'while_loop',
-  'map_variables', 'custom_vjp', 'jvp', 'vjp', 'grad', 'value_and_grad', 'named_call',
-  'fold_rngs', 'add_metadata_axis', 'broadcast',
+  'vmap',
+  'scan',
+  'jit',
+  'remat',
+  'checkpoint',
+  'remat_scan',
+  'cond',
+  'switch',
+  'while_loop',
+  'map_variables',
+  'custom_vjp',
+  'jvp',
+  'vjp',
+  'grad',
+  'value_and_grad',
+  'named_call',
+  'fold_rngs',
+  'add_metadata_axis',
+  'broadcast',
 ]

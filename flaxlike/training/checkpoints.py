@@ -61,7 +61,7 @@ def natural_sort(file_list: Iterable[str], signed: bool = True) -> list[str]:
 def _step_of(name: str, prefix: str) -> int | float | None:
   if not name.startswith(prefix):
     return None
-  rest = name[len(prefix):]
+  rest = name[len(prefix) :]
   if re.fullmatch(r'-?\d+', rest):
     return int(rest)
   if re.fullmatch(r'-?\d+\.\d*(?:[eE][-+]?\d+)?|-?\d+[eE][-+]?\d+', rest):
@@ -85,8 +85,7 @@ def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[Any, str]]:
   return found
 
 
-def available_steps(ckpt_dir: str, prefix: str = 'checkpoint_', step_type: type = int
-                    ) -> list[Any]:
+def available_steps(ckpt_dir: str, prefix: str = 'checkpoint_', step_type: type = int) -> list[Any]:
   """Steps of the checkpoints in ``ckpt_dir``, ascending.
 
   Example:
@@ -347,6 +346,7 @@ def _restore_newest_good(ckpt_dir: str, target: Any, prefix: str, strict: bool) 
       )
     return restored
   raise errors.CorruptCheckpointError(
-    found[-1][1], f'no checkpoint in "{ckpt_dir}" decodes (tried {skipped}); the newest '
-    f'failed with: {first_error}'
+    found[-1][1],
+    f'no checkpoint in "{ckpt_dir}" decodes (tried {skipped}); the newest '
+    f'failed with: {first_error}',
   ) from first_error

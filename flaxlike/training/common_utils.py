@@ -55,8 +55,9 @@ def get_metrics(device_metrics: Any) -> Any:
   return stack_forest(jax.device_get(first))
 
 
-def onehot(labels: Any, num_classes: int, on_value: float = 1.0,
-           off_value: float = 0.0) -> jax.Array:
+def onehot(
+  labels: Any, num_classes: int, on_value: float = 1.0, off_value: float = 0.0
+) -> jax.Array:
   """One-hot float32 encoding of integer ``labels`` along a new last axis.
 
   Example:

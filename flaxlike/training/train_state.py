@@ -62,12 +62,14 @@ class TrainState(struct.PyTreeNode):
     return self.replace(step=self.step + 1, params=new_params, opt_state=opt_state, **kwargs)
 
   @classmethod
-  def create(cls, *, apply_fn: Callable, params: Any, tx: optax.GradientTransformation,
-             **kwargs) -> Any:
+  def create(
+    cls, *, apply_fn: Callable, params: Any, tx: optax.GradientTransformation, **kwargs
+  ) -> Any:
     """Creates a state at step 0 with ``opt_state = tx.init(params)``."""
     params_opt = params['params'] if _OVERWRITE in params else params
-    return cls(step=0, apply_fn=apply_fn, params=params, tx=tx, opt_state=tx.init(params_opt),
-               **kwargs)
+    return cls(
+      step=0, apply_fn=apply_fn, params=params, tx=tx, opt_state=tx.init(params_opt), **kwargs
+    )
 
 
 class TrainStateWithCollections(TrainState):

@@ -26,9 +26,9 @@ def read_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
   assert data[:8] == b'\x89PNG\r\n\x1a\n'
   pos, chunks = 8, []
   while pos < len(data):
-    (length,) = struct.unpack('>I', data[pos:pos + 4])
-    tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-    (crc,) = struct.unpack('>I', data[pos + 8 + length:pos + 12 + length])
+    (length,) = struct.unpack('>I', data[pos : pos + 4])
+    tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+    (crc,) = struct.unpack('>I', data[pos + 8 + length : pos + 12 + length])
     assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF, tag
     chunks.append((tag, body))
     pos += 12 + length
@@ -40,9 +40,9 @@ def read_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
   assert len(raw) == height * stride
   rows = []
   for y in range(height):
-    line = raw[y * stride:(y + 1) * stride]
+    line = raw[y * stride : (y + 1) * stride]
     assert line[0] == 0  # filter type: none
-    rows.append([tuple(line[1 + 3 * x:4 + 3 * x]) for x in range(width)])
+    rows.append([tuple(line[1 + 3 * x : 4 + 3 * x]) for x in range(width)])
   return width, height, rows
 
 
@@ -89,8 +89,9 @@ def test_canvas_lines_rectangles_and_text():
 
 def test_line_plot_draws_series_in_their_colors(tmp_path):
   path = str(tmp_path / 'plot.png')
-  png_plot.line_plot(path, {'down': ([0, 10], [5.0, 1.0]), 'dot': ([5], [3.0])},
-                     title='t', width=200, height=120)
+  png_plot.line_plot(
+    path, {'down': ([0, 10], [5.0, 1.0]), 'dot': ([5], [3.0])}, title='t', width=200, height=120
+  )
   width, height, rows = read_file(path)
   assert (width, height) == (200, 120)
   assert rows[0][0] == rows[-1][-1] == png_plot.WHITE
@@ -153,8 +154,16 @@ def test_vocab_encoding_and_unigram_baseline():
 
 @pytest.mark.parametrize('scan', [False, True])
 def test_cached_decoding_matches_full_forward_pass(scan):
-  config = demo.ModelConfig(vocab_size=13, max_len=8, d_model=16, num_layers=2, num_heads=2,
-                            mlp_dim=32, dropout_rate=0.1, scan=scan)
+  config = demo.ModelConfig(
+    vocab_size=13,
+    max_len=8,
+    d_model=16,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=32,
+    dropout_rate=0.1,
+    scan=scan,
+  )
   model = demo.CharTransformer(config)
   tokens = jax.random.randint(jax.random.key(1), (1, 8), 0, 13)
   params = jit(model.init)(jax.random.key(0), tokens)['params']
@@ -168,19 +177,21 @@ def test_cached_decoding_matches_full_forward_pass(scan):
   logits, cache = decode_step(config, params, demo.init_cache(config), tokens[:, :3])  # prefill
   pieces = [logits]
   for i in range(3, 8):
-    logits, cache = decode_step(config, params, cache, tokens[:, i:i + 1])
+    logits, cache = decode_step(config, params, cache, tokens[:, i : i + 1])
     pieces.append(logits)
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_greedy_sampling_follows_the_full_forward_pass():
-  config = demo.ModelConfig(vocab_size=7, max_len=6, d_model=8, num_layers=1, num_heads=2,
-                            mlp_dim=16)
+  config = demo.ModelConfig(
+    vocab_size=7, max_len=6, d_model=8, num_layers=1, num_heads=2, mlp_dim=16
+  )
   model = demo.CharTransformer(config)
   params = jit(model.init)(jax.random.key(3), jnp.zeros((1, 6), jnp.int32))['params']
   # Prompt and sample fill exactly one window (one compile); more windows: the run below.
-  ids = demo.generate(config, params, [1, 2], 4, temperature=0.0, key=jax.random.key(0),
-                      fast_compile=True)
+  ids = demo.generate(
+    config, params, [1, 2], 4, temperature=0.0, key=jax.random.key(0), fast_compile=True
+  )
   assert len(ids) == 4 and demo.UNKNOWN_ID not in ids
   # Each greedy pick is the argmax of the uncached model over the known characters.
   sequence = [1, 2] + ids
@@ -192,10 +203,34 @@ def test_greedy_sampling_follows_the_full_forward_pass():
 # ------------------------------------------------------------------------ end to end
 
 
-TINY = ['--batch-size', '4', '--seq-len', '16', '--d-model', '16', '--layers', '2', '--heads',
-        '2', '--max-chars', '20000', '--eval-windows', '4', '--log-every', '2', '--eval-every',
-        '4', '--ckpt-every', '4', '--gen-chars', '40', '--dropout', '0.1', '--scan',
-        '--fast-compile']
+TINY = [
+  '--batch-size',
+  '4',
+  '--seq-len',
+  '16',
+  '--d-model',
+  '16',
+  '--layers',
+  '2',
+  '--heads',
+  '2',
+  '--max-chars',
+  '20000',
+  '--eval-windows',
+  '4',
+  '--log-every',
+  '2',
+  '--eval-every',
+  '4',
+  '--ckpt-every',
+  '4',
+  '--gen-chars',
+  '40',
+  '--dropout',
+  '0.1',
+  '--scan',
+  '--fast-compile',
+]
 
 
 def test_main_trains_plots_samples_and_resumes(tmp_path, capsys):

@@ -10,10 +10,22 @@ seq2seq = load_example('seq2seq_addition')
 
 
 def test_main_loss_decreases_clearly(capsys):
-  metrics = seq2seq.main([
-    '--max-digits', '2', '--steps', '200', '--batch-size', '32', '--hidden', '32',
-    '--test-size', '100', '--log-every', '100',
-  ])
+  metrics = seq2seq.main(
+    [
+      '--max-digits',
+      '2',
+      '--steps',
+      '200',
+      '--batch-size',
+      '32',
+      '--hidden',
+      '32',
+      '--test-size',
+      '100',
+      '--log-every',
+      '100',
+    ]
+  )
   # The untrained decoder is near uniform over 14 tokens (ln 14 = 2.64 nats); the first
   # 20 steps average about 2.0 and the last 20 about 1.2.
   assert metrics['first_loss'] > 1.7
@@ -49,7 +61,8 @@ def small_model():
   problems = seq2seq.Problems(max_digits=3, seed=1)
   batch = problems.batch(problems.draw_pairs(6))
   variables = jax.jit(teacher.init)(
-    jax.random.key(0), batch['query'], batch['query_lengths'], batch['decoder_inputs'])
+    jax.random.key(0), batch['query'], batch['query_lengths'], batch['decoder_inputs']
+  )
   return teacher, greedy, variables, batch
 
 
@@ -92,5 +105,6 @@ def test_greedy_decoding_feeds_back_its_own_predictions(small_model):
   predictions = np.asarray(greedy_logits.argmax(-1))
   fed_back = np.concatenate([scrambled[:, :1], predictions[:, :-1]], axis=1).astype(np.int32)
   assert (fed_back != scrambled).any()
-  np.testing.assert_allclose(teacher.apply(variables, query, lengths, fed_back),
-                             greedy_logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    teacher.apply(variables, query, lengths, fed_back), greedy_logits, rtol=1e-5, atol=1e-5
+  )

@@ -22,11 +22,33 @@ EXPECTED = {
 
 
 def test_fsdp_and_tensor_parallel_run_learns_with_the_rule_given_layout(capsys):
-  metrics = sharded_training.main([
-    '--mesh', '2x4', '--fsdp', '--steps', '12', '--log-every', '4', '--batch-size', '8',
-    '--seq-len', '16', '--vocab-size', '32', '--embed-dim', '16', '--mlp-dim', '32',
-    '--num-heads', '4', '--num-layers', '1', '--learning-rate', '1e-2',
-  ])
+  metrics = sharded_training.main(
+    [
+      '--mesh',
+      '2x4',
+      '--fsdp',
+      '--steps',
+      '12',
+      '--log-every',
+      '4',
+      '--batch-size',
+      '8',
+      '--seq-len',
+      '16',
+      '--vocab-size',
+      '32',
+      '--embed-dim',
+      '16',
+      '--mlp-dim',
+      '32',
+      '--num-heads',
+      '4',
+      '--num-layers',
+      '1',
+      '--learning-rate',
+      '1e-2',
+    ]
+  )
   losses = metrics['losses']
   assert len(losses) == 12
   assert losses[-1] < 0.8 * losses[0]

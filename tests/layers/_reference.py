@@ -58,7 +58,8 @@ def conv(x, k, strides, padding, input_dil, kernel_dil, groups=1):
       patch = xp[(slice(None),) + pos]  # (N, C)
       for g in range(groups):
         y[(slice(None),) + o + (slice(g * f_g, (g + 1) * f_g),)] += (
-          patch[:, g * cin_g:(g + 1) * cin_g] @ k[j][:, g * f_g:(g + 1) * f_g])
+          patch[:, g * cin_g : (g + 1) * cin_g] @ k[j][:, g * f_g : (g + 1) * f_g]
+        )
   return y
 
 
@@ -107,7 +108,9 @@ def avg_pool(x, window, strides, pads, count_include_pad):
   out_sp = [(n - w) // s + 1 for n, w, s in zip(xp.shape[1:-1], window, strides)]
   y = np.zeros((x.shape[0], *out_sp, x.shape[-1]))
   for o in itertools.product(*map(range, out_sp)):
-    win = xp[(slice(None),) + tuple(slice(oi * s, oi * s + w) for oi, s, w in zip(o, strides, window))]
+    win = xp[
+      (slice(None),) + tuple(slice(oi * s, oi * s + w) for oi, s, w in zip(o, strides, window))
+    ]
     win = win.reshape(x.shape[0], -1, x.shape[-1])
     total = np.nansum(win, axis=1)
     count = math.prod(window) if count_include_pad else np.sum(~np.isnan(win), axis=1)
@@ -122,6 +125,8 @@ def reduce_pool(x, window, strides, pads, fn):
   out_sp = [(n - w) // s + 1 for n, w, s in zip(xp.shape[1:-1], window, strides)]
   y = np.zeros((x.shape[0], *out_sp, x.shape[-1]))
   for o in itertools.product(*map(range, out_sp)):
-    win = xp[(slice(None),) + tuple(slice(oi * s, oi * s + w) for oi, s, w in zip(o, strides, window))]
+    win = xp[
+      (slice(None),) + tuple(slice(oi * s, oi * s + w) for oi, s, w in zip(o, strides, window))
+    ]
     y[(slice(None),) + o] = fn(win.reshape(x.shape[0], -1, x.shape[-1]), axis=1)
   return y

@@ -57,41 +57,78 @@ _IMG = _shape(2, 6, 5, 4, seed=1)
 
 DESCRIPTORS_A: list[LayerDescriptor] = [
   LayerDescriptor('Dense', lambda: nn.Dense(3), _shape(2, 4)),
-  LayerDescriptor('DenseGeneral_two_axes', lambda: nn.DenseGeneral((2, 3), axis=(-2, -1)),
-                  _shape(2, 4, 5), golden=(_A, 'dense_general_two_axes')),
-  LayerDescriptor('DenseGeneral_batch_dims',
-                  lambda: nn.DenseGeneral(3, axis=(2,), batch_dims=(0, 1), use_bias=False),
-                  _shape(2, 3, 4, 2), per_example=False,  # a kernel per batch index
-                  golden=(_A, 'dense_general_batch_dims_2')),
+  LayerDescriptor(
+    'DenseGeneral_two_axes',
+    lambda: nn.DenseGeneral((2, 3), axis=(-2, -1)),
+    _shape(2, 4, 5),
+    golden=(_A, 'dense_general_two_axes'),
+  ),
+  LayerDescriptor(
+    'DenseGeneral_batch_dims',
+    lambda: nn.DenseGeneral(3, axis=(2,), batch_dims=(0, 1), use_bias=False),
+    _shape(2, 3, 4, 2),
+    per_example=False,  # a kernel per batch index
+    golden=(_A, 'dense_general_batch_dims_2'),
+  ),
   LayerDescriptor('Einsum', lambda: nn.Einsum((4, 5), '...c,cd->...d'), _shape(2, 3, 4)),
-  LayerDescriptor('Einsum_permuted', lambda: nn.Einsum((4, 5, 6), 'abc,cde->eabd'),
-                  _shape(2, 3, 4), per_example=False),  # batch axis moves to position 1
+  LayerDescriptor(
+    'Einsum_permuted',
+    lambda: nn.Einsum((4, 5, 6), 'abc,cde->eabd'),
+    _shape(2, 3, 4),
+    per_example=False,
+  ),  # batch axis moves to position 1
   LayerDescriptor('Conv1D_causal', lambda: nn.Conv(4, (3,), padding='CAUSAL'), _SEQ),
-  LayerDescriptor('Conv1D_circular_strided',
-                  lambda: nn.Conv(4, (3,), strides=2, kernel_dilation=2, padding='CIRCULAR'),
-                  _SEQ),
-  LayerDescriptor('Conv2D_reflect_groups',
-                  lambda: nn.Conv(4, (3, 2), padding='REFLECT', feature_group_count=2), _IMG),
-  LayerDescriptor('Conv2D_same_strided', lambda: nn.Conv(3, (3, 2), strides=(2, 1)),
-                  _shape(2, 6, 5, 4, seed=1), golden=(_A, 'conv2d_same_strided')),
-  LayerDescriptor('Conv2D_input_dilation',
-                  lambda: nn.Conv(2, (3, 3), input_dilation=(2, 1), padding=((1, 0), 1)), _IMG),
-  LayerDescriptor('ConvTranspose_circular',
-                  lambda: nn.ConvTranspose(3, (3,), strides=(2,), padding='CIRCULAR'), _SEQ),
-  LayerDescriptor('ConvTranspose_2d_tk',
-                  lambda: nn.ConvTranspose(3, (4, 3), strides=(2, 1), transpose_kernel=True),
-                  _IMG),
+  LayerDescriptor(
+    'Conv1D_circular_strided',
+    lambda: nn.Conv(4, (3,), strides=2, kernel_dilation=2, padding='CIRCULAR'),
+    _SEQ,
+  ),
+  LayerDescriptor(
+    'Conv2D_reflect_groups',
+    lambda: nn.Conv(4, (3, 2), padding='REFLECT', feature_group_count=2),
+    _IMG,
+  ),
+  LayerDescriptor(
+    'Conv2D_same_strided',
+    lambda: nn.Conv(3, (3, 2), strides=(2, 1)),
+    _shape(2, 6, 5, 4, seed=1),
+    golden=(_A, 'conv2d_same_strided'),
+  ),
+  LayerDescriptor(
+    'Conv2D_input_dilation',
+    lambda: nn.Conv(2, (3, 3), input_dilation=(2, 1), padding=((1, 0), 1)),
+    _IMG,
+  ),
+  LayerDescriptor(
+    'ConvTranspose_circular',
+    lambda: nn.ConvTranspose(3, (3,), strides=(2,), padding='CIRCULAR'),
+    _SEQ,
+  ),
+  LayerDescriptor(
+    'ConvTranspose_2d_tk',
+    lambda: nn.ConvTranspose(3, (4, 3), strides=(2, 1), transpose_kernel=True),
+    _IMG,
+  ),
   LayerDescriptor('ConvLocal', lambda: nn.ConvLocal(2, (3, 2), padding='VALID'), _IMG),
-  LayerDescriptor('Embed', lambda: nn.Embed(10, 4), _ids, float_inputs=(),
-                  golden=(_A, 'embed_lookup')),
-  LayerDescriptor('Embed_attend_tied', _tied_embed, _ids, float_inputs=(),
-                  golden=(_A, 'embed_attend_tied')),
+  LayerDescriptor(
+    'Embed', lambda: nn.Embed(10, 4), _ids, float_inputs=(), golden=(_A, 'embed_lookup')
+  ),
+  LayerDescriptor(
+    'Embed_attend_tied', _tied_embed, _ids, float_inputs=(), golden=(_A, 'embed_attend_tied')
+  ),
   LayerDescriptor('Dropout_eval', lambda: nn.Dropout(0.5, deterministic=True), _shape(2, 6)),
-  LayerDescriptor('Dropout_train', lambda: nn.Dropout(0.5, broadcast_dims=(-1,)), _shape(2, 6),
-                  init_kwargs={'deterministic': True}, apply_kwargs={'deterministic': False},
-                  apply_rngs={'dropout': 3}, per_example=False),
-  LayerDescriptor('Sequential', lambda: nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)]),
-                  _shape(2, 3, seed=2)),
+  LayerDescriptor(
+    'Dropout_train',
+    lambda: nn.Dropout(0.5, broadcast_dims=(-1,)),
+    _shape(2, 6),
+    init_kwargs={'deterministic': True},
+    apply_kwargs={'deterministic': False},
+    apply_rngs={'dropout': 3},
+    per_example=False,
+  ),
+  LayerDescriptor(
+    'Sequential', lambda: nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)]), _shape(2, 3, seed=2)
+  ),
   LayerDescriptor('PoolNet', _pool_model, _IMG),
 ]
 

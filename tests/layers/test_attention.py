@@ -55,11 +55,13 @@ def test_attention_dropout_scales_kept_weights():
   _close(np.asarray(dropped)[kept], 2 * np.asarray(base, np.float64)[kept], tol=1e-5)
   # Broadcast dropout: one mask for all heads.
   np.testing.assert_array_equal(kept[:, 0], kept[:, 1])
-  per_head = nn.dot_product_attention_weights(q, k, dropout_rng=rng, dropout_rate=0.5,
-                                              broadcast_dropout=False)
+  per_head = nn.dot_product_attention_weights(
+    q, k, dropout_rng=rng, dropout_rate=0.5, broadcast_dropout=False
+  )
   assert per_head.shape == base.shape
-  off = nn.dot_product_attention_weights(q, k, dropout_rng=rng, dropout_rate=0.5,
-                                         deterministic=True)
+  off = nn.dot_product_attention_weights(
+    q, k, dropout_rng=rng, dropout_rate=0.5, deterministic=True
+  )
   np.testing.assert_array_equal(off, base)
 
 
@@ -93,8 +95,9 @@ def _f64(tree):
 
 def test_mha_matches_numpy_cross_attention_with_mask():
   xq, xkv = _x(2, 3, 4), _x(2, 5, 6, seed=1)
-  layer = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=6, out_features=3,
-                                          bias_init=nn.initializers.normal(0.5))
+  layer = nn.MultiHeadDotProductAttention(
+    num_heads=2, qkv_features=6, out_features=3, bias_init=nn.initializers.normal(0.5)
+  )
   variables = layer.init(jax.random.key(0), xq, xkv)
   params = variables['params']
   assert list(params) == ['query', 'key', 'value', 'out']
@@ -157,7 +160,8 @@ class _TinyLM(nn.Module):
   def __call__(self, x):
     mask = None if self.decode else nn.make_causal_mask(x[..., 0])
     h = nn.MultiHeadDotProductAttention(
-      num_heads=2, qkv_features=8, decode=self.decode, normalize_qk=True)(x, mask=mask)
+      num_heads=2, qkv_features=8, decode=self.decode, normalize_qk=True
+    )(x, mask=mask)
     return nn.Dense(5)(nn.LayerNorm()(x + h))
 
 
@@ -174,7 +178,7 @@ def _decode(params, cache, x, chunks):
   step = jax.jit(lambda c, xc: model.apply({'params': params, 'cache': c}, xc, mutable=['cache']))
   outs, start = [], 0
   for n in chunks:
-    y, updated = step(cache, x[:, start:start + n])
+    y, updated = step(cache, x[:, start : start + n])
     cache = updated['cache']
     outs.append(y)
     start += n
@@ -190,13 +194,16 @@ def test_decode_cache_layout():
   assert c['cache_index'].dtype == jnp.int32 and c['cache_index'].shape == ()
 
 
-@pytest.mark.parametrize('chunks', [
-  [1] * 7,          # Linen-style, one token per step
-  [7],              # the whole sequence at once
-  [4, 1, 1, 1],     # prefill a prompt, then one token at a time
-  [2, 3, 2],
-  [3, 4],
-])
+@pytest.mark.parametrize(
+  'chunks',
+  [
+    [1] * 7,  # Linen-style, one token per step
+    [7],  # the whole sequence at once
+    [4, 1, 1, 1],  # prefill a prompt, then one token at a time
+    [2, 3, 2],
+    [3, 4],
+  ],
+)
 def test_decode_matches_full_causal_pass(chunks):
   x, params, full, cache = _full_and_cache()
   _close(_decode(params, cache, x, chunks), np.asarray(full, np.float64), tol=1e-5)

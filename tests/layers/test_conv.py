@@ -47,9 +47,16 @@ CONV_CASES = [
 def test_conv_matches_loop_reference(ks, strides, padding, in_dil, k_dil, groups, shape):
   n = len(ks)
   x = _x(*shape)
-  layer = nn.Conv(4, ks, strides=strides, padding=padding, input_dilation=in_dil,
-                  kernel_dilation=k_dil, feature_group_count=groups,
-                  bias_init=nn.initializers.normal(1.0))
+  layer = nn.Conv(
+    4,
+    ks,
+    strides=strides,
+    padding=padding,
+    input_dilation=in_dil,
+    kernel_dilation=k_dil,
+    feature_group_count=groups,
+    bias_init=nn.initializers.normal(1.0),
+  )
   params, y = _run(layer, x)
   tup = lambda v: (v,) * n if isinstance(v, int) else tuple(v)
   want = ref.conv(x, params['kernel'], tup(strides), padding, tup(in_dil), tup(k_dil), groups)
@@ -73,7 +80,7 @@ def test_conv_mask_no_bias_and_batch_shapes():
 
 
 def test_conv_errors_name_the_layer():
-  with pytest.raises(ValueError, match="CAUSAL.*1-D"):
+  with pytest.raises(ValueError, match='CAUSAL.*1-D'):
     nn.Conv(2, (2, 2), padding='CAUSAL').init(KEY, jnp.ones((1, 4, 4, 1)))
   with pytest.raises(ValueError, match='mask shape'):
     nn.Conv(2, (3,), mask=jnp.ones((2, 1, 2))).init(KEY, jnp.ones((1, 4, 1)))
@@ -110,7 +117,7 @@ def _transpose_reference(x, kernel, strides, padding, k_dil, transpose_kernel):
       y = np.pad(y, [(0, 0)] * ax + [(0, pad_hi)] + [(0, 0)] * (y.ndim - ax - 1))
       extra = -(valid_len - period) % (2 * period)
       left = extra // 2 if transpose_kernel else (extra + 1) // 2
-      folded = np.zeros(y.shape[:ax] + (period,) + y.shape[ax + 1:])
+      folded = np.zeros(y.shape[:ax] + (period,) + y.shape[ax + 1 :])
       for q in range(valid_len):
         idx = (slice(None),) * ax + ((q + left) % period,)
         folded[idx] += y[(slice(None),) * ax + (q,)]
@@ -153,8 +160,15 @@ TRANSPOSE_CASES = [
 @pytest.mark.parametrize('ks,strides,padding,k_dil,tk,shape', TRANSPOSE_CASES)
 def test_conv_transpose_matches_scatter_reference(ks, strides, padding, k_dil, tk, shape):
   x = _x(*shape, seed=2)
-  layer = nn.ConvTranspose(3, ks, strides=strides, padding=padding, kernel_dilation=k_dil,
-                           transpose_kernel=tk, bias_init=nn.initializers.normal(1.0))
+  layer = nn.ConvTranspose(
+    3,
+    ks,
+    strides=strides,
+    padding=padding,
+    kernel_dilation=k_dil,
+    transpose_kernel=tk,
+    bias_init=nn.initializers.normal(1.0),
+  )
   params, y = _run(layer, x)
   in_f = shape[-1]
   assert params['kernel'].shape == ks + ((3, in_f) if tk else (in_f, 3))
@@ -170,8 +184,9 @@ def test_conv_transpose_is_gradient_of_conv():
   cv = conv.init(KEY, x)
   y, vjp = jax.vjp(lambda v: conv.apply(cv, v), x)
   g = _x(*y.shape, seed=3)
-  convt = nn.ConvTranspose(2, (3,), strides=(2,), padding='VALID', use_bias=False,
-                           transpose_kernel=True)
+  convt = nn.ConvTranspose(
+    2, (3,), strides=(2,), padding='VALID', use_bias=False, transpose_kernel=True
+  )
   out = convt.apply(cv, g)
   # The last input position is outside every VALID window, so its gradient is 0 and
   # the transposed output stops before it.
@@ -198,8 +213,14 @@ LOCAL_CASES = [
 @pytest.mark.parametrize('ks,strides,padding,k_dil,shape', LOCAL_CASES)
 def test_conv_local_matches_loop_reference(ks, strides, padding, k_dil, shape):
   x = _x(*shape, seed=4)
-  layer = nn.ConvLocal(2, ks, strides=strides, padding=padding, kernel_dilation=k_dil,
-                       bias_init=nn.initializers.normal(1.0))
+  layer = nn.ConvLocal(
+    2,
+    ks,
+    strides=strides,
+    padding=padding,
+    kernel_dilation=k_dil,
+    bias_init=nn.initializers.normal(1.0),
+  )
   params, y = _run(layer, x)
   assert params['kernel'].shape[-2:] == (np.prod(ks) * shape[-1], 2)
   assert params['bias'].shape == params['kernel'].shape[:-2] + (2,)

@@ -40,11 +40,17 @@ def _out(d, result):
 def _assert_close(a, b, tol):
   jax.tree_util.tree_map(
     lambda x, y: np.testing.assert_allclose(
-      np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=tol, atol=tol), a, b)
+      np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=tol, atol=tol
+    ),
+    a,
+    b,
+  )
 
 
 def _float_leaves(tree):
-  return [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return [
+    x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
 
 
 def _expected_dtype(d, args, variables):
@@ -82,7 +88,8 @@ def test_vmap_equals_batching(d):
   batched = _out(d, _apply(d, variables, args))
   one = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
   vmapped = jax.vmap(lambda a: _out(d, _apply(d, variables, one(a))))(
-    jax.tree_util.tree_map(jnp.asarray, args))
+    jax.tree_util.tree_map(jnp.asarray, args)
+  )
   vmapped = jax.tree_util.tree_map(lambda a: a[:, 0], vmapped)
   _assert_close(batched, vmapped, 1e-5)
 

@@ -13,8 +13,12 @@ def _public_modules():
   out = []
   for name in sorted(dir(linen)):
     obj = getattr(linen, name)
-    if (not name.startswith('_') and inspect.isclass(obj) and issubclass(obj, linen.Module)
-        and obj is not linen.Module):
+    if (
+      not name.startswith('_')
+      and inspect.isclass(obj)
+      and issubclass(obj, linen.Module)
+      and obj is not linen.Module
+    ):
       out.append(obj)
   return out
 
@@ -31,7 +35,7 @@ def _attributes_section(doc):
     return None
   header = len(lines[starts[0]]) - len(lines[starts[0]].lstrip())
   names, entry_indent = set(), None
-  for line in lines[starts[0] + 1:]:
+  for line in lines[starts[0] + 1 :]:
     if not line.strip():
       continue
     depth = len(line) - len(line.lstrip())
@@ -60,7 +64,8 @@ def test_every_field_is_documented(cls):
   assert documented is not None, f'{cls.__module__}.{cls.__name__}: no "Attributes:" section'
   missing = [f for f in fields if f not in documented]
   assert not missing, (
-    f'{cls.__module__}.{cls.__name__}: fields missing from "Attributes:": {missing}')
+    f'{cls.__module__}.{cls.__name__}: fields missing from "Attributes:": {missing}'
+  )
 
 
 # Field-less marker bases (e.g. RNNBase) are not layers and need no example.

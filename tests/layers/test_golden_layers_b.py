@@ -14,23 +14,24 @@ CASES = golden_case_names('catalogue_layers_b')
 
 
 def test_layers_b_fixtures_present():
-    assert len(CASES) >= 35, f'only {len(CASES)} golden cases found; run make golden'
-    assert set(CASES) == set(catalogue_layers_b.cases(__import__('flaxlike'))), (
-        'catalogue and recorded fixtures are out of sync; regenerate them')
-    for name in CASES:
-        meta, arrays = load_golden('catalogue_layers_b', name)
-        assert meta['threefry_partitionable'] is True, name
-        keys = {'/'.join(e['path']) for e in meta['variables'] + meta['output']}
-        assert keys == set(arrays), name
+  assert len(CASES) >= 35, f'only {len(CASES)} golden cases found; run make golden'
+  assert set(CASES) == set(catalogue_layers_b.cases(__import__('flaxlike'))), (
+    'catalogue and recorded fixtures are out of sync; regenerate them'
+  )
+  for name in CASES:
+    meta, arrays = load_golden('catalogue_layers_b', name)
+    assert meta['threefry_partitionable'] is True, name
+    keys = {'/'.join(e['path']) for e in meta['variables'] + meta['output']}
+    assert keys == set(arrays), name
 
 
 # SelfAttention warns about its deprecation, as Linen's does.
 @pytest.mark.filterwarnings('ignore:SelfAttention will be deprecated:DeprecationWarning')
 @pytest.mark.parametrize('name', CASES)
 def test_layers_b_matches_linen(name):
-    import jax
+  import jax
 
-    import flaxlike as nn
+  import flaxlike as nn
 
-    with jax.numpy_rank_promotion('allow'):
-        compare_with_golden(nn, catalogue_layers_b, name, rtol=2e-5, atol=2e-5)
+  with jax.numpy_rank_promotion('allow'):
+    compare_with_golden(nn, catalogue_layers_b, name, rtol=2e-5, atol=2e-5)

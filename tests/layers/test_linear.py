@@ -29,12 +29,15 @@ def test_dense_matches_einsum():
   np.testing.assert_allclose(layer.apply(v, x), want, **TOL)
 
 
-@pytest.mark.parametrize('features,axis,batch_dims,eq,kshape', [
-  ((2, 3), (-2, -1), (), 'aij,ijxy->axy', (4, 5, 2, 3)),
-  (3, 1, (), 'aij,ix->ajx', (4, 3)),
-  ((3, 2), -1, (0,), 'aij,ajxy->aixy', (2, 5, 3, 2)),
-  (3, (2,), (0, 1), 'abij,abix->abjx', (2, 3, 4, 3)),
-])
+@pytest.mark.parametrize(
+  'features,axis,batch_dims,eq,kshape',
+  [
+    ((2, 3), (-2, -1), (), 'aij,ijxy->axy', (4, 5, 2, 3)),
+    (3, 1, (), 'aij,ix->ajx', (4, 3)),
+    ((3, 2), -1, (0,), 'aij,ajxy->aixy', (2, 5, 3, 2)),
+    (3, (2,), (0, 1), 'abij,abix->abjx', (2, 3, 4, 3)),
+  ],
+)
 def test_dense_general_matches_einsum(features, axis, batch_dims, eq, kshape):
   x = _x(2, 4, 5) if len(kshape) != 4 or batch_dims != (0, 1) else _x(2, 3, 4, 2)
   layer = nn.DenseGeneral(features, axis=axis, batch_dims=batch_dims, bias_init=BIAS)
@@ -55,12 +58,13 @@ def test_dense_general_kernel_init_sees_flattened_shape():
     seen.append(tuple(shape))
     return jnp.arange(np.prod(shape), dtype=dtype).reshape(shape)
 
-  layer = nn.DenseGeneral((2, 3), axis=(1, 2), batch_dims=(0,), kernel_init=recording_init,
-                          bias_init=recording_init)
+  layer = nn.DenseGeneral(
+    (2, 3), axis=(1, 2), batch_dims=(0,), kernel_init=recording_init, bias_init=recording_init
+  )
   p = layer.init(KEY, jnp.ones((4, 5, 6, 7)))['params']
   assert seen == [(4 * 5 * 6, 6), (4 * 6,)]
-  np.testing.assert_array_equal(p['kernel'], np.arange(720.).reshape(4, 5, 6, 2, 3))
-  np.testing.assert_array_equal(p['bias'], np.arange(24.).reshape(4, 2, 3))
+  np.testing.assert_array_equal(p['kernel'], np.arange(720.0).reshape(4, 5, 6, 2, 3))
+  np.testing.assert_array_equal(p['bias'], np.arange(24.0).reshape(4, 2, 3))
 
 
 def test_dense_general_rejects_non_leading_batch_dims():
@@ -68,12 +72,15 @@ def test_dense_general_rejects_non_leading_batch_dims():
     nn.DenseGeneral(2, batch_dims=(1,)).init(KEY, jnp.ones((2, 3, 4)))
 
 
-@pytest.mark.parametrize('eq,kshape', [
-  ('abc,cde->abde', (4, 5, 6)),
-  ('abc,cde->eabd', (4, 5, 6)),
-  ('...c,cd->...d', (4, 5)),
-  ('abc,bcd->ad', (3, 4, 5)),
-])
+@pytest.mark.parametrize(
+  'eq,kshape',
+  [
+    ('abc,cde->abde', (4, 5, 6)),
+    ('abc,cde->eabd', (4, 5, 6)),
+    ('...c,cd->...d', (4, 5)),
+    ('abc,bcd->ad', (3, 4, 5)),
+  ],
+)
 def test_einsum_matches_numpy(eq, kshape):
   x = _x(2, 3, 4)
   layer = nn.Einsum(kshape, eq, bias_init=BIAS)
@@ -95,7 +102,8 @@ def test_einsum_call_time_string_and_errors():
   layer = nn.Einsum((3, 4), use_bias=False)
   v = layer.init(KEY, x, einsum_str='ab,bc->ac')
   np.testing.assert_allclose(
-    layer.apply(v, x, einsum_str='ab,bc->ac'), _f64(x) @ _f64(v['params']['kernel']), **TOL)
+    layer.apply(v, x, einsum_str='ab,bc->ac'), _f64(x) @ _f64(v['params']['kernel']), **TOL
+  )
   with pytest.raises(ValueError, match='passed just once'):
     nn.Einsum((3, 4), 'ab,bc->ac').init(KEY, x, einsum_str='ab,bc->ac')
   with pytest.raises(ValueError, match='must be explicit'):
@@ -105,8 +113,9 @@ def test_einsum_call_time_string_and_errors():
 
 
 def test_einsum_preferred_element_type():
-  layer = nn.Einsum((3, 4), 'ab,bc->ac', dtype=jnp.bfloat16, use_bias=False,
-                    preferred_element_type=jnp.float32)
+  layer = nn.Einsum(
+    (3, 4), 'ab,bc->ac', dtype=jnp.bfloat16, use_bias=False, preferred_element_type=jnp.float32
+  )
   v = layer.init(KEY, jnp.ones((2, 3)))
   assert layer.apply(v, jnp.ones((2, 3))).dtype == jnp.float32
 
@@ -140,13 +149,17 @@ def test_embed_dtypes():
   one = nn.Embed(1, 2)
   v1 = one.init(KEY, ids)
   np.testing.assert_array_equal(
-    one.apply(v1, jnp.zeros((3,), jnp.int32)), np.tile(v1['params']['embedding'], (3, 1)))
+    one.apply(v1, jnp.zeros((3,), jnp.int32)), np.tile(v1['params']['embedding'], (3, 1))
+  )
 
 
-@pytest.mark.parametrize('make', [
-  lambda **kw: nn.Dense(3, bias_init=BIAS, **kw),
-  lambda **kw: nn.DenseGeneral((3, 2), axis=(-2, -1), bias_init=BIAS, **kw),
-])
+@pytest.mark.parametrize(
+  'make',
+  [
+    lambda **kw: nn.Dense(3, bias_init=BIAS, **kw),
+    lambda **kw: nn.DenseGeneral((3, 2), axis=(-2, -1), bias_init=BIAS, **kw),
+  ],
+)
 def test_custom_dot_general_and_precision_lists(make):
   x = _x(2, 4, 5)
   reference = make()

@@ -113,14 +113,18 @@ def test_batchnorm_axis_name_matches_whole_batch():
 def test_layernorm_axis_name_and_groups(fast):
   # Per-example features split over a mapped axis: statistics span all shards.
   x = _x(4, 3, shift=0.7)
-  layer = nn.LayerNorm(axis_name='batch', use_scale=False, use_bias=False,
-                       use_fast_variance=fast)
+  layer = nn.LayerNorm(axis_name='batch', use_scale=False, use_bias=False, use_fast_variance=fast)
   # LayerNorm reduces across the axis in init too, so init outside the map unsharded.
   variables = nn.LayerNorm(use_scale=False, use_bias=False).init(jax.random.key(0), x[0])
   y = _vmapped(lambda xi: layer.apply(variables, xi), x)
   _close(y, _np_norm(x, (0, 1), 1e-6))
-  grouped = nn.LayerNorm(axis_name='batch', axis_index_groups=[[0, 1], [2, 3]],
-                         use_scale=False, use_bias=False, use_fast_variance=fast)
+  grouped = nn.LayerNorm(
+    axis_name='batch',
+    axis_index_groups=[[0, 1], [2, 3]],
+    use_scale=False,
+    use_bias=False,
+    use_fast_variance=fast,
+  )
   # vmap collectives do not take axis_index_groups; pmap over 4 host devices does.
   y = jax.pmap(lambda xi: grouped.apply(variables, xi), axis_name='batch')(x)
   want = np.concatenate([_np_norm(x[:2], (0, 1), 1e-6), _np_norm(x[2:], (0, 1), 1e-6)])
@@ -142,8 +146,9 @@ def test_groupnorm_mask_and_errors():
   x = _x(2, 4, 4)
   mask = np.random.RandomState(1).rand(2, 4, 4) > 0.3
   mask[:, 0] = True
-  got = nn.GroupNorm(num_groups=2).apply({'params': {'scale': np.ones(4), 'bias': np.zeros(4)}},
-                                        x, mask=mask)
+  got = nn.GroupNorm(num_groups=2).apply(
+    {'params': {'scale': np.ones(4), 'bias': np.zeros(4)}}, x, mask=mask
+  )
   want = _np_norm(x.reshape(2, 4, 2, 2), (1, 3), 1e-6, mask=mask.reshape(2, 4, 2, 2))
   _close(got, want.reshape(2, 4, 4))
   with pytest.raises(ValueError, match='does not divide'):
@@ -170,8 +175,12 @@ def test_low_precision_inputs_keep_float32_statistics():
   y = layer.apply(variables, x)
   assert y.dtype == jnp.float32  # params are float32, so the result promotes
   _close(y, _np_norm(np.asarray(x, np.float64), (-1,), 1e-6), tol=1e-2)
-  bn = nn.BatchNorm(use_running_average=False, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16,
-                    force_float32_reductions=False)
+  bn = nn.BatchNorm(
+    use_running_average=False,
+    param_dtype=jnp.bfloat16,
+    dtype=jnp.bfloat16,
+    force_float32_reductions=False,
+  )
   v = bn.init(jax.random.key(0), x)
   assert v['batch_stats']['mean'].dtype == jnp.bfloat16
   assert bn.apply(v, x, mutable=['batch_stats'])[0].dtype == jnp.bfloat16
@@ -186,19 +195,23 @@ def test_spectralnorm_divides_by_top_singular_value():
   assert stats['layer_instance/kernel/u'].shape == (1, 3)
   # Init stores the re-parametrized kernel (as Linen's map_variables publishes it).
   raw = np.asarray(_x(4, 3, seed=9), np.float64)
-  variables = {'params': {'layer_instance': {'kernel': raw.astype(np.float32)}},
-               'batch_stats': stats}
+  variables = {
+    'params': {'layer_instance': {'kernel': raw.astype(np.float32)}},
+    'batch_stats': stats,
+  }
   y, upd = layer.apply(variables, x, update_stats=True, mutable=['batch_stats'])
   top = np.linalg.svd(raw, compute_uv=False)[0]
   _close(y, x.astype(np.float64) @ raw / top, tol=1e-4)
   _close(upd['batch_stats']['layer_instance/kernel/sigma'], top, tol=1e-4)
   # Without update_stats nothing changes.
   _, same = layer.apply(variables, x, update_stats=False, mutable=['batch_stats'])
-  np.testing.assert_array_equal(same['batch_stats']['layer_instance/kernel/u'],
-                                stats['layer_instance/kernel/u'])
+  np.testing.assert_array_equal(
+    same['batch_stats']['layer_instance/kernel/u'], stats['layer_instance/kernel/u']
+  )
   with pytest.raises(ValueError, match='error_on_non_matrix'):
     nn.SpectralNorm(nn.DenseGeneral((2, 2)), error_on_non_matrix=True).init(
-      jax.random.key(0), x, update_stats=False)
+      jax.random.key(0), x, update_stats=False
+    )
 
 
 def test_weightnorm_matches_numpy():
@@ -209,8 +222,12 @@ def test_weightnorm_matches_numpy():
   raw = _x(4, 3, seed=7)
   scale = _x(3, seed=8)
   bias = _x(3, seed=9)
-  variables = {'params': {'layer_instance/kernel/scale': scale,
-                          'layer_instance': {'kernel': raw, 'bias': bias}}}
+  variables = {
+    'params': {
+      'layer_instance/kernel/scale': scale,
+      'layer_instance': {'kernel': raw, 'bias': bias},
+    }
+  }
   w = raw.astype(np.float64)
   w = w / np.linalg.norm(w, axis=0, keepdims=True) * scale
   _close(layer.apply(variables, x), x.astype(np.float64) @ w + bias)

@@ -37,8 +37,9 @@ CASES = [
 def test_avg_pool(window, strides, padding, count_include_pad):
   x = _x(2, 5, 4, 3)[..., 0, :] if len(window) == 1 else _x(2, 5, 4, 3)
   y = nn.avg_pool(x, window, strides, padding, count_include_pad=count_include_pad)
-  want = ref.avg_pool(x, window, strides, _pads(padding, x.shape[1:-1], window, strides),
-                      count_include_pad)
+  want = ref.avg_pool(
+    x, window, strides, _pads(padding, x.shape[1:-1], window, strides), count_include_pad
+  )
   np.testing.assert_allclose(y, want, **TOL)
 
 
@@ -47,10 +48,12 @@ def test_max_and_min_pool(window, strides, padding):
   x = _x(2, 5, 4, 3, seed=1)[..., 0, :] if len(window) == 1 else _x(2, 5, 4, 3, seed=1)
   pads = _pads(padding, x.shape[1:-1], window, strides)
   np.testing.assert_allclose(
-    nn.max_pool(x, window, strides, padding), ref.reduce_pool(x, window, strides, pads, np.max))
+    nn.max_pool(x, window, strides, padding), ref.reduce_pool(x, window, strides, pads, np.max)
+  )
   np.testing.assert_allclose(
     nn.pooling.min_pool(x, window, strides, padding),
-    ref.reduce_pool(x, window, strides, pads, np.min))
+    ref.reduce_pool(x, window, strides, pads, np.min),
+  )
 
 
 def test_unbatched_and_multi_batch_inputs():
@@ -66,7 +69,8 @@ def test_unbatched_and_multi_batch_inputs():
 def test_pool_generic_and_errors():
   x = jnp.arange(6.0).reshape(1, 6, 1)
   np.testing.assert_array_equal(
-    nn.pool(x, 1.0, jnp.multiply, (2,), (2,), 'VALID')[0, :, 0], [0.0, 6.0, 20.0])
+    nn.pool(x, 1.0, jnp.multiply, (2,), (2,), 'VALID')[0, :, 0], [0.0, 6.0, 20.0]
+  )
   with pytest.raises(ValueError, match='one entry per window axis'):
     nn.max_pool(x, (2,), (1, 1))
   with pytest.raises(ValueError, match='pairs, one per window axis'):

@@ -91,8 +91,7 @@ def test_gru_step():
 @pytest.mark.parametrize('reset_gate', [True, False])
 def test_mgu_step(reset_gate):
   x = _x(2, 4)
-  cell = nn.MGUCell(3, carry_init=NORMAL, reset_gate=reset_gate,
-                    activation_bias_init=NORMAL)
+  cell = nn.MGUCell(3, carry_init=NORMAL, reset_gate=reset_gate, activation_bias_init=NORMAL)
   h, params = _init(cell, x)
   assert list(params) == ['if', 'hf', 'hn', 'in']
   assert ('bias' in params['hn']) == reset_gate
@@ -130,7 +129,7 @@ def _np_conv_same(x, k, b):
   out = np.zeros(x.shape[:3] + (k.shape[-1],))
   for i in range(x.shape[1]):
     for j in range(x.shape[2]):
-      out[:, i, j] = np.einsum('nhwc,hwcf->nf', xp[:, i:i + kh, j:j + kw], k)
+      out[:, i, j] = np.einsum('nhwc,hwcf->nf', xp[:, i : i + kh, j : j + kw], k)
   return out + b
 
 
@@ -145,8 +144,9 @@ def test_conv_lstm_step():
   (c2, h2), _ = cell.apply({'params': params}, carry, x)
   p = _f64(params)
   c, h = _f64(carry)
-  gates = (_np_conv_same(x.astype(np.float64), p['ih']['kernel'], p['ih']['bias'])
-           + _np_conv_same(h, p['hh']['kernel'], p['hh']['bias']))
+  gates = _np_conv_same(x.astype(np.float64), p['ih']['kernel'], p['ih']['bias']) + _np_conv_same(
+    h, p['hh']['kernel'], p['hh']['bias']
+  )
   i, g, f, o = np.split(gates, 4, axis=-1)
   want_c = _sig(f + 1) * c + _sig(i) * np.tanh(g)
   _close(c2, want_c)

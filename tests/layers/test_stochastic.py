@@ -35,7 +35,8 @@ def test_mask_comes_from_dropout_stream_at_module_path():
 def test_broadcast_dims_share_the_mask():
   x = jnp.ones((4, 5, 3))
   y = nn.Dropout(0.5, broadcast_dims=(0, -1)).apply(
-    {}, x, deterministic=False, rng=jax.random.key(1))
+    {}, x, deterministic=False, rng=jax.random.key(1)
+  )
   kept = np.asarray(y != 0)
   assert (kept == kept[:1, :, :1]).all()
   assert 0 < kept[0, :, 0].sum() < 5
@@ -46,10 +47,13 @@ def test_broadcast_dims_share_the_mask():
 def test_explicit_rng_argument_wins():
   x = jnp.ones(16)
   a = nn.Dropout(0.5).apply({}, x, deterministic=False, rng=jax.random.key(3))
-  b = nn.Dropout(0.5).apply({}, x, deterministic=False, rng=jax.random.key(3),
-                            rngs={'dropout': jax.random.key(99)})
+  b = nn.Dropout(0.5).apply(
+    {}, x, deterministic=False, rng=jax.random.key(3), rngs={'dropout': jax.random.key(99)}
+  )
   np.testing.assert_array_equal(a, b)
-  np.testing.assert_array_equal(a, np.where(jax.random.bernoulli(jax.random.key(3), 0.5, (16,)), 2.0, 0.0))
+  np.testing.assert_array_equal(
+    a, np.where(jax.random.bernoulli(jax.random.key(3), 0.5, (16,)), 2.0, 0.0)
+  )
 
 
 def test_rate_edges_and_determinism():
@@ -78,6 +82,7 @@ def test_missing_rng_stream_is_an_error():
 def test_custom_rng_collection():
   x = jnp.ones(32)
   y = nn.Dropout(0.5, rng_collection='noise').apply(
-    {}, x, deterministic=False, rngs={'noise': jax.random.key(2)})
+    {}, x, deterministic=False, rngs={'noise': jax.random.key(2)}
+  )
   keep = jax.random.bernoulli(_fold(jax.random.key(2), 1), 0.5, (32,))
   np.testing.assert_array_equal(y, np.where(keep, 2.0, 0.0))
