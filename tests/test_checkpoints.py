@@ -56,6 +56,10 @@ def test_keep_and_keep_every_n_steps(tmp_path):
   assert checkpoints.available_steps(tmp_path, prefix='other_') == [11]
   assert checkpoints.restore_checkpoint(tmp_path, None) == {'s': 9}
   assert checkpoints.restore_checkpoint(tmp_path, None, step=4) == {'s': 4}
+  # keep=0 deletes nothing (Flax's rule), never the checkpoint just written.
+  for step in range(3):
+    checkpoints.save_checkpoint(tmp_path, {'s': step}, step, prefix='zero_', keep=0)
+  assert checkpoints.available_steps(tmp_path, prefix='zero_') == [0, 1, 2]
 
 
 def test_overwrite_rules(tmp_path):
@@ -675,7 +679,13 @@ def _fake_orbax_checkpoint(path):
   os.makedirs(os.path.join(path, 'd'))
   os.makedirs(os.path.join(path, 'ocdbt.process_0', 'd'))
   os.makedirs(os.path.join(path, 'array_metadatas'))
-  for name in ('_CHECKPOINT_METADATA', '_METADATA', '_sharding', 'manifest.ocdbt'):
+  for name in (
+    '_CHECKPOINT_METADATA',
+    '_METADATA',
+    '_sharding',
+    'manifest.ocdbt',
+    'commit_success.txt',
+  ):
     with open(os.path.join(path, name), 'w') as f:
       f.write('{}')
   with open(os.path.join(path, 'ocdbt.process_0', 'manifest.ocdbt'), 'wb') as f:

@@ -329,7 +329,8 @@ def _remove_outdated(
   if len(found) <= keep:
     return
   last_kept = -float('inf')
-  for step, path in found[: len(found) - keep]:
+  # Flax's slice: keep=0 selects nothing, so it never deletes the checkpoint just saved.
+  for step, path in found[:-keep]:
     if keep_every_n_steps and step - last_kept >= keep_every_n_steps:
       last_kept = step
       continue
@@ -485,7 +486,7 @@ def _remove_newer(existing: list[tuple[Any, str]], step: Any, path: str) -> None
 # Restoring
 #################################################
 
-Reader = Callable[[str, Any, bool], Any]
+_Reader = Callable[[str, Any, bool], Any]
 """Restores one checkpoint: ``reader(path, target, strict) -> restored``."""
 
 
@@ -556,10 +557,10 @@ def _classify(path: str) -> tuple[str, str]:
   return 'msgpack', 'a msgpack checkpoint'
 
 
-def _reader_for(path: str) -> Reader:
+def _reader_for(path: str) -> _Reader:
   """The one place that decides which reader restores the checkpoint at ``path``.
 
-  Returns a ``Reader`` for the formats flaxlike reads (msgpack files, in Flax's legacy
+  Returns a ``_Reader`` for the formats flaxlike reads (msgpack files, in Flax's legacy
   layout). Everything else that exists raises ``CheckpointFormatError`` naming the
   path, what it looks like and the fix; a path that no longer exists raises
   ``CheckpointVanishedError``. Nothing is ever skipped silently. A reader for another
