@@ -563,8 +563,12 @@ def _reader_for(path: str) -> _Reader:
   Returns a ``_Reader`` for the formats flaxlike reads (msgpack files, in Flax's legacy
   layout). Everything else that exists raises ``CheckpointFormatError`` naming the
   path, what it looks like and the fix; a path that no longer exists raises
-  ``CheckpointVanishedError``. Nothing is ever skipped silently. A reader for another
-  format (Orbax, when ``orbax-checkpoint`` is importable) is added here.
+  ``CheckpointVanishedError``. Nothing is ever skipped silently.
+
+  ``_checkpoint_layout`` classifies the path; this function maps each kind to a reader
+  or to the error that explains why none is installed. A reader for another format is
+  added here, e.g. for ``kind == 'orbax'`` when ``_orbax_importable()``; every restore
+  path (latest, ``step=``, a checkpoint path, ``fallback_to_good``) goes through it.
   """
   kind, looks_like = _checkpoint_layout(path)
   if kind == 'msgpack':
