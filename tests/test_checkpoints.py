@@ -600,12 +600,17 @@ def test_every_random_corruption_is_detected(tmp_path):
   decoded_anyway = 0
   for trial in range(400):
     data = bytearray(pristine)
-    if trial % 2:
+    kind = trial % 8
+    if kind < 4:
       for _ in range(rng.randint(1, 3)):  # flip bits of one to three bytes
         data[rng.randrange(len(data))] ^= rng.randint(1, 255)
-    else:  # zero one 4 KiB page, as a lost or unwritten disk block would
+    elif kind < 7:  # zero one 4 KiB page, as a lost or unwritten disk block would
       page = rng.randrange(len(data) // 4096 + 1) * 4096
       data[page : page + 4096] = bytes(len(data[page : page + 4096]))
+    elif trial % 16 == 7:  # cut short
+      del data[rng.randrange(len(data)) :]
+    else:  # bytes appended
+      data += bytes([rng.randrange(256)]) * rng.randint(1, 4096)
     if data == pristine:
       continue
     with open(path, 'wb') as f:
