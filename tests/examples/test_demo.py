@@ -163,7 +163,7 @@ def test_main_trains_plots_samples_and_resumes_on_the_same_schedule(tmp_path, ca
   assert first['bits_per_char'] == pytest.approx(first['val_loss'] / math.log(2))
   assert first['unigram_loss'] > 0
   assert len(first['generated']) == 40
-  assert sorted(os.listdir(workdir)) == ['checkpoint_4', 'loss.png']
+  assert sorted(os.listdir(workdir)) == ['.checkpoint_4.sha256', 'checkpoint_4', 'loss.png']
   assert image.imread(first['plot_path']).shape[:2] == (500, 800)
 
   second = demo.main(TINY + ['--workdir', workdir, '--steps', '8'])
@@ -174,7 +174,13 @@ def test_main_trains_plots_samples_and_resumes_on_the_same_schedule(tmp_path, ca
   assert 'with --steps 8 --schedule-steps 6 would.' in note
   assert second['resumed_step'] == 4 and second['step'] == 8
   assert math.isfinite(second['val_loss'])
-  assert sorted(os.listdir(workdir)) == ['checkpoint_4', 'checkpoint_8', 'loss.png']
+  assert sorted(os.listdir(workdir)) == [
+    '.checkpoint_4.sha256',
+    '.checkpoint_8.sha256',
+    'checkpoint_4',
+    'checkpoint_8',
+    'loss.png',
+  ]
 
   # What the note says: one uninterrupted run on that schedule ends in the same state,
   # bit for bit, and logged the same losses at the same steps.
