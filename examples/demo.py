@@ -855,7 +855,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   schedule = choose_schedule(args, raw)
   model = CharTransformer(config)
   sample_input = jnp.zeros((1, args.seq_len), jnp.int32)
-  print(nn.tabulate(model, jax.random.key(0), depth=1)(sample_input))
+  # Styled for a terminal (with rich installed); plain and unwrapped into a file or pipe.
+  console = {} if sys.stdout.isatty() else {'force_terminal': False, 'width': 200}
+  print(nn.tabulate(model, jax.random.key(0), depth=1, console_kwargs=console)(sample_input))
   init = jax.jit(model.init, compiler_options=compiler_options(args.fast_compile))
   state = train_state.TrainState.create(
     apply_fn=model.apply,
