@@ -195,9 +195,7 @@ def from_state_dict(target: Any, state: Any, name: str = '.', strict: bool = Fal
         _check_leaf(target, state)
       return state
     if _path.strict and not isinstance(state, dict):
-      raise RestoreMismatchError(
-        current_path(), f'a state dict (dict) for {type(target).__name__}', _describe(state)
-      )
+      raise _not_a_state_dict(target, state)
     return handler[1](target, state)
 
 
@@ -234,13 +232,50 @@ def _dict_state_dict(xs: dict) -> dict[str, Any]:
   return {str(k): to_state_dict(v) for k, v in xs.items()}
 
 
+_STRUCTURE_FIX = (
+  'Fix: restore into a target with the structure the data was saved with (the same model '
+  'configuration), or convert the state dict first; from_bytes(None, data) shows what the '
+  'data holds.'
+)
+
+
+def _set_repr(keys: Any) -> str:
+  # Linen prints Python sets; sorting keeps the message stable for several keys.
+  return '{' + ', '.join(repr(k) for k in sorted(keys, key=str)) + '}'
+
+
+def _structure_error(linen_message: str, expected: str, found: str) -> ValueError:
+  """The error for a state dict whose structure differs from the target's.
+
+  With ``strict=True`` a ``RestoreMismatchError``; otherwise the ``ValueError`` Linen
+  raises, with Linen's exact message (code matches it literally) and the fix as a note
+  that tracebacks show.
+  """
+  if _path.strict:
+    return RestoreMismatchError(current_path(), expected, found, linen_message)
+  err = ValueError(linen_message)
+  err.add_note(f'Expected {expected}, found {found}. {_STRUCTURE_FIX}')
+  return err
+
+
+def _not_a_state_dict(target: Any, state: Any) -> ValueError:
+  return _structure_error(
+    f'The state dict at path {current_path()} for a {type(target).__name__} must be a dict',
+    f'a state dict (dict) for {type(target).__name__}',
+    _describe(state),
+  )
+
+
 def _restore_dict(xs: dict, states: dict) -> dict:
-  missing = [str(k) for k in xs if str(k) not in states]
+  if not hasattr(states, 'keys'):
+    raise _not_a_state_dict(xs, states)
+  missing = {str(k) for k in xs} - states.keys()
   if missing:
-    paths = ', '.join(f'{current_path()}/{k}' for k in missing)
-    raise ValueError(
-      f'The target dict keys and state dict keys do not match, target dict contains '
-      f'keys {missing} which are not present in state dict at path {paths}'
+    raise _structure_error(
+      'The target dict keys and state dict keys do not match, target dict contains keys '
+      f'{_set_repr(missing)} which are not present in state dict at path {current_path()}',
+      f'the target keys {sorted(str(k) for k in xs)}',
+      f'no entry for {", ".join(f"{current_path()}/{k}" for k in sorted(missing))}',
     )
   if _path.strict and len(states) != len(xs):
     known = {str(k) for k in xs}
@@ -258,12 +293,26 @@ def _list_state_dict(xs) -> dict[str, Any]:
 
 
 def _restore_list(xs: list, states: dict) -> list:
+  if not hasattr(states, 'keys'):
+    raise _not_a_state_dict(xs, states)
   if len(states) != len(xs):
-    raise ValueError(
-      f'The size of the list and the state dict do not match at path {current_path()}: '
-      f'the target has {len(xs)} entries, the state dict {len(states)}.'
+    raise _structure_error(
+      'The size of the list and the state dict do not match, '
+      f'got {len(xs)} and {len(states)} at path {current_path()}',
+      f'a list of {len(xs)} entries',
+      f'{len(states)} entries',
     )
-  return [from_state_dict(x, states[str(i)], name=str(i)) for i, x in enumerate(xs)]
+  keys = [str(i) for i in range(len(xs))]
+  if any(k not in states for k in keys):
+    # Linen fails here with a bare KeyError.
+    found = sorted(states, key=str)
+    raise _structure_error(
+      f'The list entries of the state dict at path {current_path()} must be keyed '
+      f'"0".."{len(xs) - 1}"',
+      f'the keys {keys}',
+      f'the keys {found!r:.200}',
+    )
+  return [from_state_dict(x, states[k], name=k) for k, x in zip(keys, xs, strict=True)]
 
 
 def _restore_tuple(xs: tuple, states: dict) -> tuple:
@@ -283,9 +332,11 @@ def _restore_namedtuple(xs, state_dict: dict):
     }
   sd_keys, tgt_keys = set(state_dict), set(xs._fields)
   if sd_keys != tgt_keys:
-    raise ValueError(
-      'The field names of the state dict and the named tuple do not match at path '
-      f'{current_path()}: got {sorted(sd_keys)}, expected {sorted(tgt_keys)}.'
+    raise _structure_error(
+      'The field names of the state dict and the named tuple do not match, got '
+      f'{_set_repr(sd_keys)} and {_set_repr(tgt_keys)} at path {current_path()}',
+      f'the fields {sorted(tgt_keys)} of {type(xs).__name__}',
+      f'the keys {sorted(sd_keys, key=str)!r:.200}',
     )
   fields = {k: from_state_dict(getattr(xs, k), v, name=k) for k, v in state_dict.items()}
   return type(xs)(**fields)

@@ -320,6 +320,73 @@ def test_strict_through_dataclass_and_python_scalars():
   assert serialization.from_bytes(target, bad).step.shape == (3,)
 
 
+STRUCTURE_CASES = [
+  # (target, state, Linen's exact message, expected/found details of the strict error)
+  (
+    {'a': {'b': {'c': [1, 2], 'd': [4, 5]}}},
+    {'a': {'b': {'c': {'0': 1, '1': 2}, 'd': {'0': 4}}}},
+    'The size of the list and the state dict do not match, got 2 and 1 at path ./a/b/d',
+    'expected a list of 2 entries, found 1 entries',
+  ),
+  (
+    (1, (2, 3)),
+    {'0': 1, '1': {'0': 2}},
+    'The size of the list and the state dict do not match, got 2 and 1 at path ./1',
+    'expected a list of 2 entries',
+  ),
+  (
+    {'p': {'Dense_0': 1, 'Dense_1': 2}},
+    {'p': {'Dense_0': 1}},
+    'The target dict keys and state dict keys do not match, target dict contains keys '
+    "{'Dense_1'} which are not present in state dict at path ./p",
+    'no entry for ./p/Dense_1',
+  ),
+  (
+    {'l': [1, 2]},
+    {'l': {'0': 1, 'x': 2}},
+    'The list entries of the state dict at path ./l must be keyed "0".."1"',
+    "found the keys ['0', 'x']",
+  ),
+  (
+    collections.namedtuple('P', 'a b')(1, 2),
+    {'a': 1, 'c': 2},
+    "The field names of the state dict and the named tuple do not match, got {'a', 'c'} and "
+    "{'a', 'b'} at path .",
+    "expected the fields ['a', 'b'] of P",
+  ),
+  (
+    {'l': [1]},
+    {'l': 3},
+    'The state dict at path ./l for a list must be a dict',
+    'expected a state dict (dict) for list, found int 3',
+  ),
+]
+
+
+@pytest.mark.parametrize('target,state,linen,details', STRUCTURE_CASES)
+def test_structure_mismatch_errors(target, state, linen, details):
+  # Without strict: Linen's ValueError with its exact message (Flax's tests compare it
+  # literally); the fix rides along as a note, which tracebacks print.
+  with pytest.raises(ValueError) as e:
+    serialization.from_state_dict(target, state)
+  assert str(e.value) == linen
+  assert 'Fix:' in ''.join(e.value.__notes__)
+  # strict=True: RestoreMismatchError (still a ValueError) at the first difference, with
+  # Linen's wording first, then the path, expected vs found, and the fix.
+  data = serialization.msgpack_serialize(state)
+  with pytest.raises(errors.RestoreMismatchError) as e:
+    serialization.from_bytes(target, data, strict=True)
+  msg = str(e.value)
+  assert msg.startswith(linen) and details in msg and 'restore with strict=False' in msg
+  assert isinstance(e.value, ValueError)
+
+
+def test_strict_reports_the_first_difference_only():
+  target = {'a': [1, 2], 'b': {'c': 1}}
+  with pytest.raises(errors.RestoreMismatchError, match=r'at path \./a'):
+    serialization.from_state_dict(target, {'a': {'0': 1}, 'b': {}}, strict=True)
+
+
 def test_strict_accepts_shape_dtype_struct_targets():
   target = {'w': jax.ShapeDtypeStruct((2,), jnp.float32)}
   data = serialization.to_bytes({'w': np.ones(2, np.float32)})
