@@ -44,7 +44,8 @@ The reader has two paths with one behaviour. In-memory documents first go throug
 msgpack's C decoder, with every length limit set to the input size and an ``ext_hook``
 that decodes small arrays (their validated headers cached by their bytes); a walk of the
 result then applies the rules the C decoder lacks (``MAX_DEPTH``, no timestamps) and
-reassembles chunked arrays. Anything else (a big array, any error) hands the document to
+reassembles chunked arrays; a map with a repeated key goes to the parser, which checks the
+values the C decoder would discard. Anything else (a big array, any error) hands the document to
 our own parser, which reads files incrementally, copies big array data straight into the
 new array and names the path and byte offset of any problem. For in-memory documents it
 validates the whole document first and then fills the big arrays, on up to four threads
@@ -1329,6 +1330,16 @@ def _check_tree(x: Any, level: int, chain: bool) -> Any:
 _Timestamp = msgpack.Timestamp
 
 
+def _unique_keys_map(pairs: list) -> dict:
+  """object_pairs_hook of the C decoder: a map with a repeated key would keep only its
+  last value, and the walk that applies the parser's rules would never see the others;
+  the parser validates every value, so such documents go to the parser."""
+  d = dict(pairs)
+  if len(d) != len(pairs):
+    raise _SlowPath
+  return d
+
+
 def _fast_restore(data: Any) -> Any:
   """Decodes in-memory bytes with msgpack's C decoder. Every declared length is bounded
   by the input size before allocation (as in the parser), and anything the parser would
@@ -1337,6 +1348,7 @@ def _fast_restore(data: Any) -> Any:
   value = msgpack.unpackb(
     data,
     ext_hook=_small_ext,
+    object_pairs_hook=_unique_keys_map,
     strict_map_key=False,
     max_str_len=n,
     max_bin_len=n,

@@ -705,3 +705,34 @@ def test_c_decoder_never_accepts_what_the_parser_rejects(data):
   except Exception:  # noqa: BLE001 - the public entry points fall back to the parser
     return
   assert same(fast, serialization._restore(serialization._Source(doc)))
+
+
+def _deep(levels: int) -> bytes:
+  return b'\x91' * levels + b'\x90'
+
+
+# A map whose key "a" appears twice: msgpack keeps the last value, so a decoder that only
+# checks the final tree never sees the first one. Each first value is invalid.
+DUPLICATE_KEY_DOCS = {
+  'too deep': b'\x82\xa1a' + _deep(8) + b'\xa1a\x01',
+  'nested map, too deep': b'\x81\xa1m\x82\xa1a' + _deep(8) + b'\xa1a\x01',
+  'timestamp': b'\x82\xa1a\xd6\xff\x00\x00\x00\x01\xa1a\x01',
+  'bad chunked array': b'\x82\xa1a\x81\xb9__msgpack_chunked_array__\xc3\xa1a\x01',
+  'in a list': b'\x91\x82\xa1a' + _deep(8) + b'\xa1a\x01',
+}
+
+
+@pytest.mark.parametrize('doc', DUPLICATE_KEY_DOCS.values(), ids=DUPLICATE_KEY_DOCS.keys())
+def test_duplicate_map_keys_get_one_verdict(monkeypatch, doc):
+  monkeypatch.setattr(serialization, 'MAX_DEPTH', 5)
+  with pytest.raises(errors.MsgpackDecodeError) as from_memory:
+    serialization.msgpack_restore(doc)
+  with pytest.raises(errors.MsgpackDecodeError) as from_file:
+    serialization.read_bytes(io.BytesIO(doc))
+  assert str(from_memory.value) == str(from_file.value)
+
+
+def test_duplicate_map_keys_with_valid_values_keep_the_last():
+  doc = b'\x82\xa1a\x91\x01\xa1a\x02'
+  assert serialization.msgpack_restore(doc) == {'a': 2}
+  assert serialization.read_bytes(io.BytesIO(doc)) == {'a': 2}
