@@ -10,13 +10,17 @@ Wire format (byte-identical to ``flax.serialization.to_bytes``)
 The document is one msgpack object, written with msgpack-python's defaults for
 ``use_bin_type=True``: the smallest int/str/bin/map/array header, floats always float64.
 
-* ``dict`` -> map (keys written as given, in insertion order); ``list`` -> array;
+* ``dict`` -> map (keys in insertion order; sorted with ``msgpack_serialize``'s default
+  ``in_place=False``, as Flax, unless they do not compare); ``list`` -> array;
   ``None``/``bool``/``int``/``float``/``str``/``bytes`` -> native msgpack. Types are
   matched exactly (``strict_types``): tuples and subclasses of dict/list/int are
   rejected, ``to_bytes`` never produces them because the state dict turns them into dicts.
 * ext 1 (ndarray, also 0-d and jax arrays) and ext 3 (numpy scalar) carry the payload
   ``[shape: array of ints, dtype.name: str, data: bin]`` packed as its own msgpack
-  document; data is the C-order bytes. The ext header is fixext1/2/4/8/16 when the
+  document; data is the C-order bytes. dtype names: bool, (u)int8-64, float16/32/64,
+  complex64/128, numpy's long double names (``float128``/``complex256`` on x86-64),
+  ``datetime64``/``timedelta64`` with an optional unit (``timedelta64[10ms]``) and the
+  ml_dtypes names; the reader accepts nothing else. The ext header is fixext1/2/4/8/16 when the
   payload length is exactly 1/2/4/8/16, else ext8/ext16/ext32.
 * ext 2 (Python ``complex``) carries the msgpack array ``[real, imag]`` of two float64.
 * An ndarray of more than ``MAX_CHUNK_SIZE`` bytes that sits at the root or under dict
@@ -28,11 +32,10 @@ Where flaxlike differs from Flax, on purpose and without changing what Flax read
 
 * arrays are always written little-endian (Flax writes big-endian bytes unconverted and
   reads them back as little-endian);
-* ``msgpack_serialize(in_place=False)`` keeps every dict's insertion order instead of
-  sorting the keys (Flax sorts, and fails on mixed int/str keys);
-* only bool, (u)int8-64, float16/32/64, complex64/128 and the ml_dtypes types
-  (bfloat16, float8_*, int4, ...) are written or read; anything else is refused at save
-  time, so every file we write can be read back;
+* ``msgpack_serialize(in_place=False)`` also writes dicts with mixed int/str keys (in
+  insertion order), where Flax fails;
+* only the dtypes above are written or read; anything else is refused at save time, so
+  every file we write can be read back;
 * the reader is bounded and strict: every declared length is checked against the bytes
   that remain before anything is allocated, nesting is limited to ``MAX_DEPTH``, and
   every failure is a ``flaxlike.errors.MsgpackDecodeError`` naming the path. Decoded
@@ -59,6 +62,7 @@ import concurrent.futures
 import io
 import math
 import os
+import re
 import struct as _struct
 import threading
 from collections.abc import Callable
@@ -401,6 +405,11 @@ def _known_dtypes() -> dict[str, np.dtype]:
     np.float64,
     np.complex64,
     np.complex128,
+    # x87 extended precision (float128/complex256) on x86-64 Linux, IEEE quad on aarch64
+    # Linux, float64 on Windows and macOS: the same name can mean different bits on
+    # different machines, as with Flax, which writes these too.
+    np.longdouble,
+    np.clongdouble,
   ]
   try:
     import ml_dtypes
@@ -435,6 +444,38 @@ _DTYPES = _known_dtypes()
 # dtype.name is computed in Python by numpy on every access; encode it once per dtype.
 _PACKED_NAMES = {dt: msgpack.packb(name) for name, dt in _DTYPES.items()}
 _DTYPES_BY_RAW = {name.encode(): dt for name, dt in _DTYPES.items()}
+
+# datetime64/timedelta64 carry their unit in the name ('datetime64[ms]', 'timedelta64[10s]',
+# plain 'timedelta64' for the generic unit). They are 8-byte integers underneath; names are
+# matched against this pattern before numpy parses them, so nothing else reaches np.dtype.
+_TIME_NAME = re.compile(
+  rb'(?:datetime64|timedelta64)(?:\[(?:[1-9][0-9]{0,5})?(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?'
+)
+_SUPPORTED = (
+  'bool, (u)int8-64, float16/32/64, longdouble, complex64/128, clongdouble, '
+  'datetime64/timedelta64 (any unit) and the ml_dtypes types'
+)
+
+
+def _dtype_from_name(raw: bytes) -> np.dtype | None:
+  """The dtype a file names, or None when it is not one we read."""
+  dtype = _DTYPES_BY_RAW.get(raw)
+  if dtype is None and _TIME_NAME.fullmatch(raw):
+    try:
+      dtype = np.dtype(raw.decode())
+    except TypeError:  # pragma: no cover - every name the pattern admits is valid
+      return None
+  return dtype
+
+
+def _packed_name(dtype: np.dtype) -> bytes | None:
+  """The msgpack-encoded name of a dtype we write, or None when it is not one."""
+  packed = _PACKED_NAMES.get(dtype)
+  if packed is None and dtype.kind in 'mM' and _TIME_NAME.fullmatch(dtype.name.encode()):
+    packed = msgpack.packb(dtype.name)
+    if len(_PACKED_NAMES) < 1024:
+      _PACKED_NAMES[dtype] = packed
+  return packed
 
 
 def _map_header(n: int) -> bytes:
@@ -497,11 +538,11 @@ def _wire_array(x: Any, path: Any) -> np.ndarray:
     raise ValueError(f'Object and structured arrays cannot be serialized (at {_path_str(path)}).')
   if dt.byteorder == '>' or (dt.byteorder == '=' and not _LITTLE):
     arr = arr.astype(dt.newbyteorder('<'))
-  if arr.dtype not in _PACKED_NAMES:
+  if _packed_name(arr.dtype) is None:
     raise ValueError(
-      f'dtype {dt} at {_path_str(path)} is not supported: only bool, (u)int8-64, '
-      f'float16/32/64, complex64/128 and ml_dtypes types ({", ".join(sorted(_DTYPES))}) are '
-      'written. Convert the array first, e.g. with .astype(np.float32).'
+      f'dtype {dt} at {_path_str(path)} is not supported: only {_SUPPORTED} '
+      f'({", ".join(sorted(_DTYPES))}) are written. Convert the array first, e.g. with '
+      '.astype(np.float32).'
     )
   if not arr.flags.c_contiguous:
     arr = np.ascontiguousarray(arr)
@@ -515,8 +556,9 @@ class _Writer:
   """Collects the encoding: small items are batched in a bytearray, large array data
   goes out as buffers so it is copied only once (into the result or the file)."""
 
-  def __init__(self, sink: Callable[[Any], Any] | None):
+  def __init__(self, sink: Callable[[Any], Any] | None, sort_keys: bool = False):
     self.sink = sink
+    self.sort_keys = sort_keys
     self.parts: list[Any] = []
     self.small = bytearray()
 
@@ -554,7 +596,7 @@ _MAX_CACHED_PREFIXES = 1024
 
 def _pack_ndarray(code: int, arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
   nbytes = arr.nbytes
-  head = b'\x93' + packer.pack(list(arr.shape)) + _PACKED_NAMES[arr.dtype]
+  head = b'\x93' + packer.pack(list(arr.shape)) + _packed_name(arr.dtype)
   head += _bin_header(nbytes)
   prefix = _ext_header(code, len(head) + nbytes) + head
   out.small += prefix
@@ -602,7 +644,7 @@ def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: Any, depth: int,
     raise ValueError(f'Nesting deeper than {_MAX_ENCODE_DEPTH} levels at {_path_str(path)}.')
   if t is dict:
     out.small += _map_header(len(x))
-    for k, v in x.items():
+    for k, v in _sorted_items(x) if out.sort_keys else x.items():
       if type(k) not in _SCALAR_TYPES:
         raise TypeError(
           f'can not serialize dict key {k!r} of type {type(k).__name__} at {_path_str(path)}'
@@ -641,9 +683,21 @@ def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: Any, depth: int,
   )
 
 
-def _serialize(pytree: Any, sink: Callable[[Any], Any] | None) -> bytes | None:
+def _sorted_items(x: dict) -> Any:
+  """Items in key order, as Flax's ``msgpack_serialize(in_place=False)`` writes them (its
+  tree copy sorts dict keys); keys that do not compare (int and str mixed), which Flax
+  cannot write at all, keep their insertion order."""
+  try:
+    return [(k, x[k]) for k in sorted(x)]
+  except TypeError:
+    return x.items()
+
+
+def _serialize(
+  pytree: Any, sink: Callable[[Any], Any] | None, sort_keys: bool = False
+) -> bytes | None:
   packer = msgpack.Packer(use_bin_type=True, strict_types=True)
-  out = _Writer(sink)
+  out = _Writer(sink, sort_keys)
   _encode(pytree, out, packer, '.', 0, True)
   if sink is None:
     return out.result()
@@ -654,14 +708,16 @@ def _serialize(pytree: Any, sink: Callable[[Any], Any] | None) -> bytes | None:
 def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
   """Encodes a tree of dicts, lists, arrays and scalars as msgpack bytes.
 
-  The output is byte-identical to ``flax.serialization.msgpack_serialize(pytree,
-  in_place=True)``. Unlike Flax, ``in_place=False`` neither sorts dict keys nor fails on
-  mixed int/str keys: keys are always written in insertion order, and the input is
-  never modified whatever ``in_place`` says (the argument is kept for compatibility).
+  The output is byte-identical to ``flax.serialization.msgpack_serialize`` with the same
+  ``in_place``: ``in_place=True`` writes dict keys in insertion order (what ``to_bytes``
+  does), ``in_place=False`` (the default) in sorted order, as Flax's copy of the tree
+  sorts them. Dicts whose keys do not compare (int and str mixed), which Flax cannot
+  write, keep their insertion order. Unlike Flax, the input is never modified.
 
   Args:
     pytree: dicts, lists, numpy/jax arrays, numpy scalars and Python scalars.
-    in_place: accepted for compatibility with Flax; has no effect.
+    in_place: ``False`` sorts dict keys; ``True`` keeps their order (the name is Flax's:
+      its ``True`` skips copying the tree and converts it in place).
 
   Returns:
     The encoded bytes.
@@ -676,11 +732,14 @@ def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
   >>> from flaxlike import serialization
   >>> serialization.msgpack_serialize({'s': np.float32(1.5)}).hex()
   '81a173d8039390a7666c6f61743332c4040000c03f'
+  >>> serialization.msgpack_serialize({'b': 1, 'a': 2})
+  b'\\x82\\xa1a\\x02\\xa1b\\x01'
+  >>> serialization.msgpack_serialize({'b': 1, 'a': 2}, in_place=True)
+  b'\\x82\\xa1b\\x01\\xa1a\\x02'
   >>> serialization.msgpack_serialize({2: 'int key', 'a': 1})
   b'\\x82\\x02\\xa7int key\\xa1a\\x01'
   """
-  del in_place
-  return _serialize(pytree, None)  # type: ignore[return-value]
+  return _serialize(pytree, None, sort_keys=not in_place)  # type: ignore[return-value]
 
 
 def to_bytes(target: Any) -> bytes:
@@ -1054,10 +1113,11 @@ def _ndarray_header(buf: Any, pos: int, end: int) -> tuple[tuple[int, ...], np.d
     raise _Invalid('the ndarray header is cut short by the end of its payload', end) from None
   if pos > end:
     raise _Invalid('the ndarray header is longer than its ext payload', end)
-  dtype = _DTYPES_BY_RAW.get(raw_name)
+  dtype = _dtype_from_name(raw_name)
   if dtype is None:
     raise _Invalid(
-      f'unsupported dtype {raw_name!r:.80}; supported: {", ".join(sorted(_DTYPES))}', start
+      f'unsupported dtype {raw_name!r:.80}; supported: {_SUPPORTED} ({", ".join(sorted(_DTYPES))})',
+      start,
     )
   if pos + nbytes != end:
     raise _Invalid(

@@ -11,6 +11,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_dtypes
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -100,6 +101,67 @@ def test_object_and_unsupported_dtypes_rejected():
     serialization.to_bytes({'a': np.array([object()])})
   with pytest.raises(ValueError, match='not supported'):
     serialization.to_bytes({'a': np.array(['x'])})
+
+
+# x87 extended precision keeps 10 value bytes in 16: the padding is whatever memory held.
+X87_PADDED = (
+  {np.dtype(np.longdouble), np.dtype(np.clongdouble)}
+  if np.finfo(np.longdouble).nmant == 63
+  else set()
+)
+NUMPY_DTYPES = [
+  np.longdouble,
+  np.clongdouble,
+  'm8',
+  'm8[ns]',
+  'm8[10ms]',
+  'M8',
+  'M8[D]',
+  'M8[25s]',
+  np.longlong,
+  np.uintc,
+  np.half,
+]
+
+
+@pytest.mark.parametrize('dtype', NUMPY_DTYPES, ids=str)
+def test_numpy_dtypes_flax_writes_round_trip(dtype):
+  rng = np.random.default_rng(0)
+  for shape in [(), (5,), (2, 3)]:
+    arr = rng.uniform(-100, 100, size=shape).astype(dtype)
+    for x in (arr, arr[()]):
+      # Flax's bytes: ext 1 or 3 with [shape, dtype.name, C-order data].
+      data = serialization.msgpack_serialize(x)
+      expected = _flax_style_packb(x)
+      if x.dtype in X87_PADDED:
+        n = len(data) - x.nbytes
+        assert data[:n] == expected[:n] and len(data) == len(expected)
+      else:
+        assert data == expected
+      for back in (serialization.msgpack_restore(data), serialization.read_bytes(io.BytesIO(data))):
+        assert back.dtype == x.dtype and isinstance(back, np.ndarray) == isinstance(x, np.ndarray)
+        np.testing.assert_array_equal(back, x)
+
+
+@pytest.mark.parametrize(
+  'name',
+  [
+    b'datetime64[1000000s]',  # multiplier beyond what we read
+    b'datetime64[0s]',
+    b'timedelta64[]',
+    b'timedelta64[s',
+    b'timedelta64[parsec]',
+    b'datetime64[D]x',
+    b'M8[D]',  # only dtype.name spellings, as written
+    b'float128 ',
+  ],
+)
+def test_time_dtype_names_are_whitelisted(name):
+  payload = msgpack.packb([[1], name, b'\x00' * 8])
+  doc = msgpack.packb({'a': msgpack.ExtType(1, payload)})
+  for restore in (serialization.msgpack_restore, lambda d: serialization.read_bytes(io.BytesIO(d))):
+    with pytest.raises(errors.MsgpackDecodeError, match=r'at "\./a".*unsupported dtype'):
+      restore(doc)
 
 
 # --- fixtures written by flax ----------------------------------------------------------
@@ -265,6 +327,23 @@ def test_mixed_keys_keep_insertion_order():
     back = serialization.msgpack_restore(data)
     assert list(back) == ['b', 2, 'a'] and list(back['a']) == [1, 'z']
   assert tree == {'b': 1, 2: 'x', 'a': {1: None, 'z': 2}}
+
+
+def test_in_place_false_sorts_keys_as_flax():
+  # Flax copies the tree with jax.tree_util.tree_map, which sorts dict keys; in_place=True
+  # (and to_bytes) keeps insertion order. Sortable dicts inside mixed ones are sorted too.
+  tree = {
+    'b': [{'y': 1, 'x': np.int8(2)}],
+    'a': {'z': 2, 'c': 1},
+    'm': {2: {'q': 0, 'p': 1}, 'k': 0},
+  }
+  expected = _flax_style_packb(
+    {'a': {'c': 1, 'z': 2}, 'b': [{'x': np.int8(2), 'y': 1}], 'm': {2: {'p': 1, 'q': 0}, 'k': 0}}
+  )
+  assert serialization.msgpack_serialize(tree) == expected
+  assert serialization.msgpack_serialize(tree, in_place=True) == _flax_style_packb(tree)
+  assert serialization.to_bytes({'b': 1, 'a': 2}) == b'\x82\xa1b\x01\xa1a\x02'
+  assert list(tree) == ['b', 'a', 'm']
 
 
 def test_restored_arrays_writable_and_aligned():
@@ -478,7 +557,9 @@ def test_frozen_dict_and_partial_round_trip():
 
 # --- property tests: random trees round-trip exactly -------------------------------------
 
-ALL_DTYPES = sorted(serialization._DTYPES)
+# Long doubles' padding bytes are arbitrary, so byte-exact properties leave them out;
+# test_numpy_dtypes_flax_writes_round_trip covers them.
+ALL_DTYPES = sorted(n for n, dt in serialization._DTYPES.items() if dt not in X87_PADDED)
 
 
 @st.composite
@@ -519,7 +600,7 @@ def trees(leaves):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trees(scalars))
 def test_msgpack_round_trip_property(tree):
-  data = serialization.msgpack_serialize(tree)
+  data = serialization.msgpack_serialize(tree, in_place=True)
   assert same(serialization.msgpack_restore(data), tree)
   assert same(serialization.read_bytes(io.BytesIO(data)), tree)
 
@@ -577,8 +658,8 @@ def _flax_style_packb(tree):
 def test_bytes_match_independent_encoder_property(tree):
   expected = _flax_style_packb(tree)
   # Twice: the second encoding reuses the cached prefixes of the small arrays.
-  assert serialization.msgpack_serialize(tree) == expected
-  assert serialization.msgpack_serialize(tree) == expected
+  assert serialization.msgpack_serialize(tree, in_place=True) == expected
+  assert serialization.msgpack_serialize(tree, in_place=True) == expected
 
 
 def test_cached_prefix_not_used_for_other_layouts():
@@ -627,7 +708,7 @@ def test_mixed_small_and_large_arrays_restore_writable():
     'scalar': np.int32(4),
     'nested': [{'s': np.ones((2, 2), np.int8)}],
   }
-  back = serialization.msgpack_restore(serialization.msgpack_serialize(tree))
+  back = serialization.msgpack_restore(serialization.msgpack_serialize(tree, in_place=True))
   assert same(back, tree)
   for arr in (back['small'], back['big'], back['nested'][0]['s']):
     assert arr.flags.writeable and arr.flags.aligned and arr.flags.owndata
@@ -688,7 +769,7 @@ def test_chunked_only_reassembled_through_dicts():
     'chunks': {'0': np.zeros(2, np.float32)},
   }
   back = serialization.msgpack_restore(
-    serialization.msgpack_serialize({'d': {'x': chunk_map}, 'l': [chunk_map]})
+    serialization.msgpack_serialize({'d': {'x': chunk_map}, 'l': [chunk_map]}, in_place=True)
   )
   assert same(back['d']['x'], np.zeros(2, np.float32))
   assert same(back['l'][0], chunk_map)
