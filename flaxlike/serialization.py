@@ -23,6 +23,12 @@ The document is one msgpack object, written with msgpack-python's defaults for
   ml_dtypes names; the reader accepts nothing else. The ext header is fixext1/2/4/8/16 when the
   payload length is exactly 1/2/4/8/16, else ext8/ext16/ext32.
 * ext 2 (Python ``complex``) carries the msgpack array ``[real, imag]`` of two float64.
+* A typed PRNG key array (``jax.random.key``, dtype ``key<fry>``/``key<rbg>``/``key<urbg>``)
+  is the map ``{"__prng_key_impl__": impl, "key_data": ndarray}``: the implementation's
+  name (``threefry2x32``, ``rbg`` or ``unsafe_rbg``) and ``jax.random.key_data(key)``
+  (uint32, shape ``key.shape + impl.key_shape``). No new ext type, so Flax reads the file
+  (as that dict). ``from_state_dict`` turns the map back into a typed key wherever it meets
+  it at a leaf, and raw key data into a typed key where the target leaf is one.
 * An ndarray of more than ``MAX_CHUNK_SIZE`` bytes that sits at the root or under dict
   values (not inside lists, as in Flax) is replaced by the map
   ``{"__msgpack_chunked_array__": True, "shape": {"0": d0, ...}, "chunks": {"0": a0, ...}}``
@@ -149,8 +155,63 @@ def to_state_dict(target: Any) -> Any:
     return _namedtuple_state_dict(target)
   handler = _STATE_DICT_REGISTRY.get(type(target))
   if handler is None:
+    if _is_key_dtype(getattr(target, 'dtype', None)) and _key_impl_name(target) in _KEY_IMPLS:
+      return _key_state_dict(target)
     return target
   return handler[0](target)
+
+
+# Typed PRNG keys (jax.random.key) are saved as a small dict that Flax reads as it is:
+# {'__prng_key_impl__': <implementation name>, 'key_data': <uint32 array>}.
+_KEY_MARKER = '__prng_key_impl__'
+_KEY_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+
+
+def _is_key_dtype(dtype: Any) -> bool:
+  # Ordinary dtypes are np.dtype instances; only extended dtypes need jax's check.
+  return (
+    dtype is not None
+    and not isinstance(dtype, np.dtype)
+    and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  )
+
+
+# The dtype names of the built-in implementations, for targets that are not keys
+# themselves (jax.ShapeDtypeStruct), which jax.random.key_impl does not take.
+_KEY_IMPL_BY_DTYPE_NAME = {'key<fry>': 'threefry2x32', 'key<rbg>': 'rbg', 'key<urbg>': 'unsafe_rbg'}
+
+
+def _key_impl_name(key: Any) -> str:
+  if isinstance(key, jax.Array):
+    return str(jax.random.key_impl(key))
+  return _KEY_IMPL_BY_DTYPE_NAME.get(key.dtype.name, key.dtype.name)
+
+
+def _key_state_dict(key: jax.Array) -> dict[str, Any]:
+  return {_KEY_MARKER: _key_impl_name(key), 'key_data': jax.random.key_data(key)}
+
+
+def _restore_key(target: Any, state: Any) -> Any:
+  """A typed key from a saved key dict (any target leaf) or from raw key data (a typed
+  key target, whose implementation it takes)."""
+  if type(state) is dict and _KEY_MARKER in state:
+    impl, data = state.get(_KEY_MARKER), state.get('key_data')
+  else:
+    impl, data = _key_impl_name(target), state
+  if impl not in _KEY_IMPLS:
+    raise ValueError(
+      f'The typed PRNG key at path {current_path()} names the implementation {impl!r:.60}; '
+      f'only {", ".join(_KEY_IMPLS)} are restored. Restore with target=None to see the '
+      'raw data, or save jax.random.key_data(key) instead of the key.'
+    )
+  try:
+    return jax.random.wrap_key_data(np.asarray(data), impl=impl)
+  except (TypeError, ValueError) as e:
+    raise ValueError(
+      f'The typed PRNG key at path {current_path()} cannot be rebuilt from its key data '
+      f'({_describe(data)}) for the implementation {impl}: {e}. The data must be the uint32 '
+      'array jax.random.key_data gives for that implementation.'
+    ) from None
 
 
 def from_state_dict(target: Any, state: Any, name: str = '.', strict: bool = False) -> Any:
@@ -196,6 +257,10 @@ def from_state_dict(target: Any, state: Any, name: str = '.', strict: bool = Fal
     handler = _STATE_DICT_REGISTRY.get(type(target))
   with _entering(name):
     if handler is None:
+      if (type(state) is dict and _KEY_MARKER in state) or (
+        _is_key_dtype(getattr(target, 'dtype', None)) and not isinstance(state, dict)
+      ):
+        state = _restore_key(target, state)
       if _path.strict:
         _check_leaf(target, state)
       return state
@@ -206,15 +271,22 @@ def from_state_dict(target: Any, state: Any, name: str = '.', strict: bool = Fal
 
 def _describe(x: Any) -> str:
   if hasattr(x, 'shape') and hasattr(x, 'dtype'):
-    return f'shape {tuple(x.shape)} dtype {np.dtype(x.dtype).name}'
+    dt = x.dtype
+    return f'shape {tuple(x.shape)} dtype {dt if _is_key_dtype(dt) else np.dtype(dt).name}'
   return f'{type(x).__name__} {x!r:.60}'
+
+
+def _same_dtype(a: Any, b: Any) -> bool:
+  if _is_key_dtype(a) or _is_key_dtype(b):
+    return a == b
+  return np.dtype(a) == np.dtype(b)
 
 
 def _check_leaf(target: Any, state: Any) -> None:
   if hasattr(target, 'shape') and hasattr(target, 'dtype'):
     if not (hasattr(state, 'shape') and hasattr(state, 'dtype')):
       raise RestoreMismatchError(current_path(), _describe(target), _describe(state))
-    if tuple(target.shape) != tuple(state.shape) or np.dtype(target.dtype) != np.dtype(state.dtype):
+    if tuple(target.shape) != tuple(state.shape) or not _same_dtype(target.dtype, state.dtype):
       raise RestoreMismatchError(current_path(), _describe(target), _describe(state))
   elif type(target) in (bool, int, float, complex):
     # A step counter is a Python int after create() and a 0-d array after a jitted
@@ -532,7 +604,13 @@ def _path_str(path: Any) -> str:
 def _wire_array(x: Any, path: Any) -> np.ndarray:
   """``x`` as a C-contiguous little-endian ndarray of a supported dtype, copying only
   when the layout or byte order requires it."""
-  arr = np.asarray(x)
+  try:
+    arr = np.asarray(x)
+  except TypeError as e:  # extended dtypes other than keys have no numpy form
+    raise ValueError(
+      f'The value at {_path_str(path)} of dtype {x.dtype} cannot be serialized ({e}); '
+      'convert it to a numpy dtype first.'
+    ) from None
   dt = arr.dtype
   if dt.hasobject or dt.isalignedstruct:
     raise ValueError(f'Object and structured arrays cannot be serialized (at {_path_str(path)}).')
@@ -658,6 +736,9 @@ def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: Any, depth: int,
       _encode(v, out, packer, (path, i), depth + 1, False)
     return
   if isinstance(x, (np.ndarray, jax.Array)):
+    if _is_key_dtype(x.dtype):
+      _encode(_typed_key_state(x, path), out, packer, path, depth, in_dict)
+      return
     arr = _wire_array(x, path)
     # As in Flax, only arrays at the root or under dict values are chunked; arrays in
     # lists are not, because Flax's reader would not reassemble them there.
@@ -691,6 +772,18 @@ def _sorted_items(x: dict) -> Any:
     return [(k, x[k]) for k in sorted(x)]
   except TypeError:
     return x.items()
+
+
+def _typed_key_state(key: jax.Array, path: Any) -> dict[str, Any]:
+  impl = _key_impl_name(key)
+  if impl not in _KEY_IMPLS:
+    raise ValueError(
+      f'The typed PRNG key at {_path_str(path)} uses the implementation {impl!r}, which '
+      f'cannot be saved: only {", ".join(_KEY_IMPLS)} keys are. Save '
+      'jax.random.key_data(key) (a uint32 array) instead and rebuild the key with '
+      'jax.random.wrap_key_data after restoring.'
+    )
+  return _key_state_dict(key)
 
 
 def _serialize(

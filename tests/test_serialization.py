@@ -817,3 +817,113 @@ def test_duplicate_map_keys_with_valid_values_keep_the_last():
   doc = b'\x82\xa1a\x91\x01\xa1a\x02'
   assert serialization.msgpack_restore(doc) == {'a': 2}
   assert serialization.read_bytes(io.BytesIO(doc)) == {'a': 2}
+
+
+# --- typed PRNG keys ---------------------------------------------------------------------
+
+KEY_IMPLS = ['threefry2x32', 'rbg', 'unsafe_rbg']
+
+
+@pytest.mark.parametrize('impl', KEY_IMPLS)
+def test_typed_keys_round_trip_in_train_state(impl):
+  import optax
+
+  from flaxlike.training import train_state
+
+  class KeyedState(train_state.TrainState):
+    rng: jax.Array
+
+  def make(seed):
+    return KeyedState.create(
+      apply_fn=None,
+      params={
+        'w': jnp.full(2, float(seed)),
+        'noise': jax.random.split(jax.random.key(seed, impl=impl), 3),
+      },
+      tx=optax.sgd(0.1),
+      rng=jax.random.key(seed, impl=impl),
+    )
+
+  saved, target = make(7), make(0)
+  data = serialization.to_bytes(saved)
+  for back in (
+    serialization.from_bytes(target, data, strict=True),
+    serialization.from_bytes(target, io.BytesIO(data), strict=True),
+    serialization.from_state_dict(target, serialization.to_state_dict(saved), strict=True),
+  ):
+    for got, want in ((back.rng, saved.rng), (back.params['noise'], saved.params['noise'])):
+      assert got.dtype == want.dtype and str(jax.random.key_impl(got)) == impl
+      np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(want))
+    np.testing.assert_array_equal(jax.random.uniform(back.rng), jax.random.uniform(saved.rng))
+  # The representation: the implementation's name and the uint32 key data, a dict that
+  # Flax's reader (msgpack with its ext hook) takes as it is.
+  raw = serialization.to_state_dict(saved)['rng']
+  assert list(raw) == ['__prng_key_impl__', 'key_data'] and raw['__prng_key_impl__'] == impl
+  flax_view = msgpack.unpackb(data, ext_hook=_flax_style_ext_unpack, strict_map_key=False)
+  assert flax_view['rng']['__prng_key_impl__'] == impl
+  assert flax_view['rng']['key_data'].dtype == np.uint32
+  assert flax_view['params']['noise']['key_data'].shape == (
+    3,
+    *jax.random.key_data(saved.rng).shape,
+  )
+
+
+def _flax_style_ext_unpack(code, payload):
+  shape, name, buf = msgpack.unpackb(payload)
+  return np.frombuffer(buf, np.dtype(name)).reshape(shape)
+
+
+def test_typed_keys_in_struct_dataclass_and_msgpack_serialize():
+  @struct.dataclass
+  class Carry:
+    key: jax.Array
+    step: int
+
+  saved = Carry(jax.random.key(5, impl='unsafe_rbg'), 3)
+  target = Carry(jax.random.key(0, impl='unsafe_rbg'), 0)
+  back = serialization.from_bytes(target, serialization.to_bytes(saved), strict=True)
+  assert back.key.dtype == saved.key.dtype and back.step == 3
+  np.testing.assert_array_equal(jax.random.key_data(back.key), jax.random.key_data(saved.key))
+  # msgpack_serialize writes keys in the same form; a marker dict restores into a typed
+  # key whatever the target leaf, and raw key data into a typed key target.
+  data = serialization.msgpack_serialize({'k': saved.key})
+  assert serialization.msgpack_restore(data)['k']['__prng_key_impl__'] == 'unsafe_rbg'
+  back = serialization.from_bytes({'k': None}, data)
+  assert back['k'].dtype == saved.key.dtype
+  raw = {'k': np.asarray(jax.random.key_data(saved.key))}
+  back = serialization.from_state_dict({'k': target.key}, raw, strict=True)
+  np.testing.assert_array_equal(jax.random.key_data(back['k']), raw['k'])
+  shape_only = {'k': jax.eval_shape(lambda: target.key)}
+  assert serialization.from_bytes(shape_only, data, strict=True)['k'].dtype == saved.key.dtype
+
+
+def test_typed_key_errors_name_the_path():
+  wrong_impl = serialization.to_bytes({'k': jax.random.key(1, impl='rbg')})
+  with pytest.raises(errors.RestoreMismatchError, match=r'"\./k".*key<fry>.*key<rbg>'):
+    serialization.from_bytes({'k': jax.random.key(0)}, wrong_impl, strict=True)
+  bogus = serialization.msgpack_serialize(
+    {'k': {'__prng_key_impl__': 'mersenne', 'key_data': np.zeros(2, np.uint32)}}
+  )
+  with pytest.raises(ValueError, match=r'at path \./k.*mersenne'):
+    serialization.from_bytes({'k': jax.random.key(0)}, bogus)
+  short = serialization.msgpack_serialize(
+    {'k': {'__prng_key_impl__': 'threefry2x32', 'key_data': np.zeros(3, np.uint32)}}
+  )
+  with pytest.raises(ValueError, match=r'at path \./k .*uint32'):
+    serialization.from_bytes({'k': jax.random.key(0)}, short)
+
+  from jax.extend import random as jex_random
+
+  custom = jex_random.define_prng_impl(
+    key_shape=(2,),
+    seed=lambda s: jnp.stack([s.astype(jnp.uint32), s.astype(jnp.uint32)]),
+    split=lambda k, shape: jnp.broadcast_to(k, (*shape, 2)),
+    random_bits=lambda k, bits, shape: jnp.zeros(shape, jnp.uint32),
+    fold_in=lambda k, d: k,
+    name='constant',
+    tag='const',
+  )
+  key = jax.random.key(0, impl=custom)
+  for save in (serialization.to_bytes, serialization.msgpack_serialize):
+    with pytest.raises(ValueError, match=r'at \./p/k uses the implementation .*cannot be saved'):
+      save({'p': {'k': key}})
