@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from flaxlike import errors, serialization, struct
 from flaxlike.core import FrozenDict
+from flaxlike.serialization import _format, _reader
 from tests.fixtures import make_msgpack_fixtures as fx
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'msgpack')
@@ -241,9 +242,9 @@ _CHUNK_BYTES = sorted(
     n
     for limit in ('_BIG', '_READ_BLOCK', '_PARALLEL_COPY_MIN_BYTES', '_UNKNOWN_SIZE_PIECE')
     for n in (
-      getattr(serialization, limit) - 8,
-      getattr(serialization, limit),
-      getattr(serialization, limit) + 8,
+      getattr(_reader, limit) - 8,
+      getattr(_reader, limit),
+      getattr(_reader, limit) + 8,
     )
   }
 )
@@ -266,9 +267,9 @@ class _UnknownSizeStream(io.RawIOBase):
 @pytest.mark.parametrize('source', ['bytes', 'bytearray', 'memoryview', 'file', 'stream'])
 def test_chunked_arrays_restore_at_every_size_threshold(monkeypatch, tmp_path, chunk_bytes, source):
   monkeypatch.setattr(
-    serialization,
+    _reader,
     '_PARALLEL_COPY_MIN_BYTES',
-    min(serialization._PARALLEL_COPY_MIN_BYTES, 2 * chunk_bytes),
+    min(_reader._PARALLEL_COPY_MIN_BYTES, 2 * chunk_bytes),
   )
   n = 2 * chunk_bytes // 4 + 3  # two full float32 chunks and a short third one
   tree = {
@@ -297,7 +298,7 @@ def test_chunked_arrays_restore_at_every_size_threshold(monkeypatch, tmp_path, c
 
 def test_chunked_array_after_reassembly_does_not_alias_input():
   old = serialization.MAX_CHUNK_SIZE
-  serialization.MAX_CHUNK_SIZE = serialization._BIG
+  serialization.MAX_CHUNK_SIZE = _format._BIG
   try:
     data = bytearray(serialization.to_bytes({'w': np.arange(20_000, dtype=np.float32)}))
   finally:
@@ -502,7 +503,7 @@ class _Unseekable(io.RawIOBase):
 
 
 def test_stream_unseekable_short_reads(monkeypatch):
-  monkeypatch.setattr(serialization, '_UNKNOWN_SIZE_PIECE', 4096)
+  monkeypatch.setattr(_reader, '_UNKNOWN_SIZE_PIECE', 4096)
   tree = {'a': np.arange(5000, dtype=np.float64), 'b': 'x' * 300, 'c': np.arange(3)}
   data = serialization.to_bytes(tree)
   assert same(serialization.read_bytes(_Unseekable(data)), tree)
@@ -559,12 +560,12 @@ def test_frozen_dict_and_partial_round_trip():
 
 # Long doubles' padding bytes are arbitrary, so byte-exact properties leave them out;
 # test_numpy_dtypes_flax_writes_round_trip covers them.
-ALL_DTYPES = sorted(n for n, dt in serialization._DTYPES.items() if dt not in X87_PADDED)
+ALL_DTYPES = sorted(n for n, dt in _format._DTYPES.items() if dt not in X87_PADDED)
 
 
 @st.composite
 def arrays(draw):
-  dtype = serialization._DTYPES[draw(st.sampled_from(ALL_DTYPES))]
+  dtype = _format._DTYPES[draw(st.sampled_from(ALL_DTYPES))]
   shape = tuple(draw(st.lists(st.integers(0, 3), max_size=3)))
   n = math.prod(shape) * dtype.itemsize
   raw = draw(st.binary(min_size=n, max_size=n))
@@ -716,7 +717,7 @@ def test_mixed_small_and_large_arrays_restore_writable():
 
 @pytest.mark.parametrize('min_bytes', [0, 1 << 62])
 def test_big_arrays_copied_in_parallel_or_not_restore_the_same(monkeypatch, min_bytes):
-  monkeypatch.setattr(serialization, '_PARALLEL_COPY_MIN_BYTES', min_bytes)
+  monkeypatch.setattr(_reader, '_PARALLEL_COPY_MIN_BYTES', min_bytes)
   rng = np.random.default_rng(0)
   sizes = [5_000, 70_000, 4_097, 123_457, 9_000, 6_001, 50_000]
   tree = {
@@ -782,10 +783,10 @@ def test_c_decoder_never_accepts_what_the_parser_rejects(data):
 
   doc = data.draw(mutated())
   try:
-    fast = serialization._fast_restore(doc)
+    fast = _reader._fast_restore(doc, serialization.MAX_DEPTH)
   except Exception:  # noqa: BLE001 - the public entry points fall back to the parser
     return
-  assert same(fast, serialization._restore(serialization._Source(doc)))
+  assert same(fast, _reader._restore(_reader._Source(doc)))
 
 
 def _deep(levels: int) -> bytes:
@@ -927,3 +928,47 @@ def test_typed_key_errors_name_the_path():
   for save in (serialization.to_bytes, serialization.msgpack_serialize):
     with pytest.raises(ValueError, match=r'at \./p/k uses the implementation .*cannot be saved'):
       save({'p': {'k': key}})
+
+
+def test_jax_array_leaves_write_the_bytes_of_their_numpy_values(monkeypatch):
+  host = {
+    'a': np.arange(6, dtype=np.float32).reshape(2, 3),
+    'b': [np.int8(3), np.ones(3, ml_dtypes.bfloat16)],
+    'c': {'big': np.arange(5000, dtype=np.float64), 's': np.float16(2)},
+  }
+  on_device = jax.tree_util.tree_map(jnp.asarray, host)
+  # What the device holds (0-d arrays for scalars, float32 for float64 without x64).
+  host = jax.tree_util.tree_map(lambda x: np.array(x), on_device)
+  assert serialization.to_bytes(on_device) == serialization.to_bytes(host)
+  for in_place in (False, True):
+    assert serialization.msgpack_serialize(on_device, in_place) == serialization.msgpack_serialize(
+      host, in_place
+    )
+  # Twice the same small shapes: the second time through the cached prefixes.
+  assert serialization.to_bytes(on_device) == serialization.to_bytes(host)
+  # Mixed key types (no jax tree order) and chunking of a device array.
+  mixed = {1: jnp.ones(2), 'x': jnp.zeros(3, jnp.int32)}
+  assert serialization.msgpack_serialize(mixed) == serialization.msgpack_serialize(
+    {1: np.ones(2, np.float32), 'x': np.zeros(3, np.int32)}
+  )
+  monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', 16)
+  chunked = serialization.to_bytes({'w': jnp.arange(10.0)})
+  assert chunked == serialization.to_bytes({'w': np.arange(10.0, dtype=np.float32)})
+  assert same(serialization.msgpack_restore(chunked)['w'], np.arange(10.0, dtype=np.float32))
+
+
+def test_accelerator_leaves_start_their_host_copies_together(monkeypatch):
+  from flaxlike.serialization import _writer
+
+  tree = {'a': jnp.ones(2), 'b': [jnp.zeros(2)], 'k': jax.random.key(0), 'n': np.ones(1)}
+  started = []
+  monkeypatch.setattr(_writer, '_on_cpu', lambda x: False)
+  monkeypatch.setattr(_writer, '_start_host_copies', started.append)
+  data = serialization.to_bytes(tree)
+  assert len(started) == 1  # once, over the whole tree, at the first array
+  assert serialization.msgpack_restore(data)['b']['0'].tolist() == [0.0, 0.0]
+  monkeypatch.undo()
+  # The real one starts copies of the arrays only (not of typed keys or numpy arrays), and
+  # leaves trees whose keys do not sort to the encoder.
+  _writer._start_host_copies(tree)
+  _writer._start_host_copies({1: jnp.ones(2), 'x': jnp.ones(2)})
