@@ -216,10 +216,16 @@ def _pack_chunked(arr: np.ndarray, out: _Writer, packer: msgpack.Packer):
 
 
 _SCALAR_TYPES = frozenset((type(None), bool, int, float, str, bytes))
+# Classes of jax.Array leaves seen holding numbers (not typed keys).
+_ARRAY_TYPES: set[type] = set()
 
 
 def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: Any, depth: int, in_dict: bool):
   t = type(x)
+  if t is not np.ndarray and t in _ARRAY_TYPES:
+    # A jax.Array of numbers: its host copy takes the numpy paths below.
+    x = out.host(x, path)
+    t = type(x)
   if t is np.ndarray:
     # Fast path for small native arrays seen before (the prefix cache holds only
     # supported native dtypes); chunking needs more than _BIG bytes, so it never applies.
@@ -251,8 +257,11 @@ def _encode(x: Any, out: _Writer, packer: msgpack.Packer, path: Any, depth: int,
   if isinstance(x, jax.Array):
     if _is_key_dtype(x.dtype):
       _encode(_typed_key_state(x, path), out, packer, path, depth, in_dict)
-    else:
-      _encode(out.host(x, path), out, packer, path, depth, in_dict)
+      return
+    # jax gives typed key arrays a class of their own, so the class of an array of
+    # numbers identifies the others without a dtype lookup per leaf.
+    _ARRAY_TYPES.add(t)
+    _encode(out.host(x, path), out, packer, path, depth, in_dict)
     return
   if isinstance(x, np.ndarray):
     arr = _wire_array(x, path)
