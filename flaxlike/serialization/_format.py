@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+import ml_dtypes  # a dependency of jax
 import msgpack
 import numpy as np
 
@@ -41,10 +42,6 @@ def _known_dtypes() -> dict[str, np.dtype]:
     np.longdouble,
     np.clongdouble,
   ]
-  try:
-    import ml_dtypes
-  except ImportError:  # pragma: no cover - jax always ships ml_dtypes
-    ml_dtypes = None
   for name in (
     'bfloat16',
     'float8_e3m4',
@@ -63,6 +60,7 @@ def _known_dtypes() -> dict[str, np.dtype]:
     'uint2',
     'uint4',
   ):
+    # Names newer ml_dtypes releases add are taken where the installed one has them.
     if hasattr(ml_dtypes, name):
       types.append(getattr(ml_dtypes, name))
   return {np.dtype(t).name: np.dtype(t) for t in types}
