@@ -480,22 +480,27 @@ class AlreadyExistsError(FlaxlikeError):
     )
 
 
-class RestoreMismatchError(FlaxlikeError):
+class RestoreMismatchError(FlaxlikeError, ValueError):
   """A strict restore found a value that does not fit the target.
 
   ``from_state_dict``/``from_bytes``/``restore_checkpoint`` with ``strict=True`` require
-  every array leaf to have the target's shape and dtype and the state to have no dict
-  keys the target lacks. The usual cause is a checkpoint written by a different model
-  configuration (other layer sizes, other param dtype) or for a different structure.
+  every array leaf to have the target's shape and dtype, every target key and list entry
+  to be present, and the state to have no dict keys the target lacks. The usual cause is
+  a checkpoint written by a different model configuration (other layer sizes, other param
+  dtype) or for a different structure. A ``ValueError``, as Linen's structural errors are.
 
   Fix: build the target with the configuration the checkpoint was saved with, convert
   the state dict before restoring, or restore with ``strict=False`` to take the stored
   values as they are.
   """
 
-  def __init__(self, path: str, expected: Any, found: Any):
+  def __init__(self, path: str, expected: Any, found: Any, linen_message: str | None = None):
+    # Where Linen raises a ValueError for the same mismatch, its wording comes first.
+    lead = ''
+    if linen_message:
+      lead = linen_message + (' ' if linen_message.endswith('.') else '. ')
     super().__init__(
-      f'Restored value at "{path}" does not match the target: expected {expected}, '
+      f'{lead}Restored value at "{path}" does not match the target: expected {expected}, '
       f'found {found}. Build the target with the configuration the data was saved with, '
       'or restore with strict=False.'
     )

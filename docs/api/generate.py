@@ -91,7 +91,7 @@ PAGES = (
 
 # Packages whose namespace is made of re-exports: their names are documented on the page of
 # the module that defines them (or on the package page itself when that module is private).
-PACKAGES = ('flaxlike.core', 'flaxlike.linen', 'flaxlike')
+PACKAGES = ('flaxlike.core', 'flaxlike.linen', 'flaxlike', 'flaxlike.serialization')
 
 SECTION_RE = re.compile(r'^(Args|Attributes|Returns|Raises|Example)( \(.*\))?:$')
 ITEM_SECTIONS = ('Args', 'Attributes', 'Raises')
