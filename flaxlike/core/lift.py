@@ -37,6 +37,7 @@ from flaxlike.core.scope import (
   group_collections,
   in_filter,
   intersect_filters,
+  is_filter_empty,
   subtract_filters,
   union_filters,
 )
@@ -555,7 +556,8 @@ def scan(
     xs = (scan_vars, scan_rngs, xs_args)
     has_broadcast_ys = broadcast in jax.tree_util.tree_leaves(out_axes, is_leaf=_is_axis_leaf)
     broadcast_may_change = any(
-      intersect_filters(variable_broadcast, m) is not False for m in scope_fn.mutable_filters
+      not is_filter_empty(intersect_filters(variable_broadcast, m))
+      for m in scope_fn.mutable_filters
     )
     rng_in_reach = any(streams for group in rng_groups for streams in group)
     if check_constancy_invariants and not (has_broadcast_ys or broadcast_may_change):
