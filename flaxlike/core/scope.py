@@ -18,10 +18,8 @@ Hot-path notes (see docs/design/scope.md):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import hashlib
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import jax
@@ -31,7 +29,22 @@ from jax.extend.core import get_opaque_trace_state
 from flaxlike import errors
 from flaxlike.configurations import config
 from flaxlike.core import meta
+from flaxlike.core.filters import CollectionFilter as CollectionFilter
+from flaxlike.core.filters import DenyList as DenyList
+from flaxlike.core.filters import Filter as Filter
+from flaxlike.core.filters import PRNGSequenceFilter as PRNGSequenceFilter
+from flaxlike.core.filters import filter_to_set as filter_to_set
+from flaxlike.core.filters import group_collections as group_collections
+from flaxlike.core.filters import in_filter as in_filter
+from flaxlike.core.filters import intersect_filters as intersect_filters
+from flaxlike.core.filters import is_filter_empty as is_filter_empty
+from flaxlike.core.filters import subtract_filters as subtract_filters
+from flaxlike.core.filters import union_filters as union_filters
 from flaxlike.core.frozen_dict import FrozenDict, freeze
+from flaxlike.core.rng import LazyRng as LazyRng
+from flaxlike.core.rng import _is_valid_rng as _is_valid_rng
+from flaxlike.core.rng import _validate_rngs as _validate_rngs
+from flaxlike.core.rng import fold_static as fold_static
 
 T = TypeVar('T')
 
@@ -39,352 +52,6 @@ PRNGKey = Any
 Array = Any
 VariableDict = Mapping[str, Mapping[str, Any]]
 RNGSequences = Mapping[str, PRNGKey]
-
-
-#################################################
-# Collection filters
-#################################################
-
-
-@dataclasses.dataclass(frozen=True, eq=True)
-class DenyList:
-  """A filter that matches every collection except those matched by ``deny``.
-
-  Attributes:
-    deny: the filter of the collections that do not match.
-
-  Example:
-
-  >>> from flaxlike.core import DenyList, in_filter
-  >>> in_filter(DenyList('intermediates'), 'params')
-  True
-  """
-
-  deny: Any
-
-  # Orderable against strings and other deny lists, so filters can be sorted (the jit
-  # cache key of a lifted transform sorts the filters it was given).
-  def __lt__(self, other: Any) -> bool:
-    if isinstance(other, str):
-      return False
-    if isinstance(other, DenyList):
-      return str(self.deny) < str(other.deny)
-    return NotImplemented
-
-  def __gt__(self, other: Any) -> bool:
-    if isinstance(other, str):
-      return True
-    if isinstance(other, DenyList):
-      return str(self.deny) > str(other.deny)
-    return NotImplemented
-
-
-Filter = bool | str | Collection[str] | DenyList
-CollectionFilter = Filter
-PRNGSequenceFilter = Filter
-
-
-def in_filter(filter_like: Filter, col: str) -> bool:
-  """Whether collection ``col`` matches ``filter_like``.
-
-  Example:
-
-  >>> from flaxlike.core import in_filter
-  >>> in_filter(['params', 'batch_stats'], 'params'), in_filter(False, 'params')
-  (True, False)
-  """
-  if isinstance(filter_like, str):
-    return col == filter_like
-  if isinstance(filter_like, bool):
-    return filter_like
-  if isinstance(filter_like, DenyList):
-    return not in_filter(filter_like.deny, col)
-  if isinstance(filter_like, Collection):
-    return col in filter_like
-  raise errors.InvalidFilterError(filter_like)
-
-
-def is_filter_empty(filter_like: Filter) -> bool:
-  """Whether ``filter_like`` matches no collection at all.
-
-  ``False``, an empty collection and a deny list that denies everything are empty; a
-  string never is.
-
-  Example:
-
-  >>> from flaxlike.core.scope import DenyList, is_filter_empty
-  >>> is_filter_empty(set()), is_filter_empty(DenyList(True)), is_filter_empty('params')
-  (True, True, False)
-  """
-  if isinstance(filter_like, str):
-    return False
-  if isinstance(filter_like, bool):
-    return not filter_like
-  if isinstance(filter_like, DenyList):
-    # A deny list is empty when its own filter matches everything.
-    is_deny, names = _normal_form(filter_like.deny)
-    return is_deny and not names
-  if isinstance(filter_like, Collection):
-    return not filter_like
-  raise errors.InvalidFilterError(filter_like)
-
-
-def _normal_form(f: Filter) -> tuple[bool, frozenset]:
-  """(is_deny, names): the filter matches names (allow) or everything but names (deny)."""
-  if isinstance(f, bool):
-    return (f, frozenset())
-  if isinstance(f, str):
-    return (False, frozenset([f]))
-  if isinstance(f, DenyList):
-    is_deny, names = _normal_form(f.deny)
-    return (not is_deny, names)
-  if isinstance(f, Collection):
-    return (False, frozenset(f))
-  raise errors.InvalidFilterError(f)
-
-
-def filter_to_set(filter_like: Filter) -> set[str]:
-  """The set of names an allow-list filter matches (``False`` gives the empty set).
-
-  Raises:
-    InvalidFilterError: for ``True`` and deny lists, which match infinitely many names.
-  """
-  if filter_like is True or isinstance(filter_like, DenyList):
-    raise errors.InvalidFilterError(filter_like)
-  if filter_like is False:
-    return set()
-  if isinstance(filter_like, str):
-    return {filter_like}
-  if isinstance(filter_like, Collection):
-    return set(filter_like)
-  raise errors.InvalidFilterError(filter_like)
-
-
-# The three set operations below return the same filter objects as Linen's (``True``,
-# ``False``, a set or a DenyList, nested as Linen nests them), since user code and tests
-# compare filters by equality. Only ``True`` and ``False`` are treated as infinite/empty
-# sentinels; every other allow filter becomes a set.
-
-
-def union_filters(a: Filter, b: Filter) -> Filter:
-  """A filter matching what ``a`` or ``b`` matches.
-
-  Example:
-
-  >>> from flaxlike.core import union_filters
-  >>> sorted(union_filters(['a', 'b'], 'c'))
-  ['a', 'b', 'c']
-  """
-  if a is True or b is True:
-    return True
-  if isinstance(a, DenyList) and isinstance(b, DenyList):
-    return DenyList(intersect_filters(a.deny, b.deny))
-  if isinstance(b, DenyList):
-    a, b = b, a
-  if isinstance(a, DenyList):
-    return DenyList(subtract_filters(a.deny, b))
-  return filter_to_set(a) | filter_to_set(b)
-
-
-def subtract_filters(a: Filter, b: Filter) -> Filter:
-  """A filter matching what ``a`` matches and ``b`` does not.
-
-  Example:
-
-  >>> from flaxlike.core import subtract_filters
-  >>> subtract_filters(['a', 'b'], 'b'), subtract_filters(True, 'a')
-  ({'a'}, DenyList(deny='a'))
-  """
-  if b is True:
-    return False
-  if a is True:
-    return DenyList(b)
-  if isinstance(a, DenyList) and isinstance(b, DenyList):
-    return subtract_filters(b.deny, a.deny)
-  if isinstance(a, DenyList):
-    return DenyList(union_filters(a.deny, b))
-  if isinstance(b, DenyList):
-    return intersect_filters(a, b.deny)
-  return filter_to_set(a) - filter_to_set(b)
-
-
-def intersect_filters(a: Filter, b: Filter) -> Filter:
-  """A filter matching what both ``a`` and ``b`` match.
-
-  Example:
-
-  >>> from flaxlike.core import intersect_filters
-  >>> intersect_filters(['a', 'b'], ['b', 'c']), intersect_filters(True, 'a')
-  ({'b'}, 'a')
-  """
-  if a is True:
-    return b
-  if b is True:
-    return a
-  if isinstance(a, DenyList) and isinstance(b, DenyList):
-    return DenyList(union_filters(b.deny, a.deny))
-  if isinstance(b, DenyList):
-    a, b = b, a
-  if isinstance(a, DenyList):
-    return subtract_filters(b, a.deny)
-  return filter_to_set(a) & filter_to_set(b)
-
-
-def group_collections(
-  xs: VariableDict, col_filters: Iterable[Filter]
-) -> tuple[dict[str, Any], ...]:
-  """Splits the collections of ``xs`` by filter: each goes to the first filter matching it.
-
-  Returns one dict per filter; collections matching no filter are dropped. The
-  collections themselves are not copied.
-
-  Example:
-
-  >>> from flaxlike.core import group_collections
-  >>> group_collections({'params': {}, 'batch_stats': {}}, ['params', True])
-  ({'params': {}}, {'batch_stats': {}})
-  """
-  cols = list(xs)
-  groups = []
-  for col_filter in col_filters:
-    taken = [c for c in cols if in_filter(col_filter, c)]
-    groups.append({c: xs[c] for c in taken})
-    cols = [c for c in cols if c not in taken]
-  return tuple(groups)
-
-
-#################################################
-# RNG streams
-#################################################
-
-
-def _hash_suffix(data: tuple[Any, ...]) -> int:
-  """The uint32 that one SHA-1 over the path elements yields (Linen's static fold-in)."""
-  digest = hashlib.sha1()
-  with_separator = config.flax_fix_rng_separator
-  for element in data:
-    if with_separator:
-      digest.update(b'\x00')
-    if isinstance(element, str):
-      digest.update(element.encode('utf-8'))
-    elif isinstance(element, int):
-      digest.update(element.to_bytes((element.bit_length() + 7) // 8, 'big'))
-    else:
-      raise TypeError(f'RNG path elements must be str or int, got {element!r}.')
-  return int.from_bytes(digest.digest()[:4], 'big')
-
-
-def fold_static(key: PRNGKey, data: tuple[Any, ...]) -> PRNGKey:
-  """Folds a whole path of names and counters into ``key`` with a single ``fold_in``."""
-  if not data:
-    return key
-  return jax.random.fold_in(key, np.uint32(_hash_suffix(data)))
-
-
-class LazyRng:
-  """A root key plus the path below it; folded into a key only when one is drawn.
-
-  Deferring the fold keeps one ``fold_in`` per drawn key whatever the depth of the model.
-  A LazyRng is a pytree (the key is its leaf, the suffix static data), so it can cross JAX
-  transforms, and it is accepted wherever a key is.
-
-  Attributes:
-    rng: the root key (typed or raw uint32).
-    suffix: the names and counters to fold into it.
-
-  Example:
-
-  >>> import jax
-  >>> from flaxlike.core.scope import LazyRng
-  >>> lazy = LazyRng.create(jax.random.key(0), 'dense', 1)
-  >>> lazy.suffix, lazy.as_jax_rng().shape
-  (('dense', 1), ())
-  """
-
-  __slots__ = ('rng', 'suffix')
-
-  def __init__(self, rng: PRNGKey, suffix: tuple[Any, ...] = ()):
-    self.rng = rng
-    self.suffix = tuple(suffix)
-
-  @staticmethod
-  def create(rng: PRNGKey | LazyRng, *suffix: Any) -> LazyRng:
-    """Wraps a key (or extends a LazyRng's suffix) with ``suffix``."""
-    if isinstance(rng, LazyRng):
-      return LazyRng(rng.rng, rng.suffix + suffix)
-    return LazyRng(rng, suffix)
-
-  def fold_in(self, data: Any) -> LazyRng:
-    """This LazyRng with ``data`` appended to its suffix."""
-    return LazyRng(self.rng, self.suffix + (data,))
-
-  def as_jax_rng(self) -> PRNGKey:
-    """The key with the whole suffix folded in."""
-    return fold_static(self.rng, self.suffix)
-
-  def clear_suffix(self) -> LazyRng:
-    """A LazyRng whose root key is this one's folded key, with an empty suffix."""
-    return LazyRng(self.as_jax_rng())
-
-  def __repr__(self) -> str:
-    return f'LazyRng(rng={self.rng!r}, suffix={self.suffix!r})'
-
-
-jax.tree_util.register_pytree_node(
-  LazyRng,
-  lambda lazy: ((lazy.rng,), lazy.suffix),
-  lambda suffix, children: LazyRng(children[0], suffix),
-)
-
-
-_RAW_KEY_SPECS: dict[Any, tuple[tuple[int, ...], Any]] = {}
-
-
-def _raw_key_shape_and_dtype() -> tuple[tuple[int, ...], Any]:
-  """Shape and dtype of the raw key data of the default PRNG implementation (cached per
-  implementation: this runs on every init/apply)."""
-  impl = jax.config.jax_default_prng_impl
-  spec = _RAW_KEY_SPECS.get(impl)
-  if spec is None:
-    data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
-    spec = _RAW_KEY_SPECS[impl] = (tuple(data.shape), data.dtype)
-  return spec
-
-
-def _is_valid_rng(rng: Any) -> bool:
-  """Whether ``rng`` is one PRNG key: a LazyRng, a scalar typed key, or raw key data."""
-  if isinstance(rng, LazyRng):
-    return True
-  if not isinstance(rng, (jax.Array, np.ndarray)):
-    return False
-  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-    return rng.shape == ()
-  shape, dtype = _raw_key_shape_and_dtype()
-  return rng.shape == shape and rng.dtype == dtype
-
-
-def _validate_rngs(rngs: Any) -> dict[str, LazyRng]:
-  if rngs is None:
-    return {}
-  if not isinstance(rngs, Mapping):
-    raise errors.InvalidRngError(
-      'rngs should be a dictionary mapping strings to `jax.PRNGKey`, e.g. '
-      "{'params': jax.random.key(0), 'dropout': jax.random.key(1)}; got "
-      f'{type(rngs).__name__}.'
-    )
-  streams = {}
-  for name, rng in rngs.items():
-    if isinstance(rng, LazyRng):
-      streams[name] = rng
-      continue
-    if not isinstance(name, str) or not _is_valid_rng(rng):
-      raise errors.InvalidRngError(
-        f'rngs[{name!r}] should be a PRNG key made by jax.random.key(seed) or '
-        f'jax.random.PRNGKey(seed), got {type(rng).__name__} '
-        f'{getattr(rng, "dtype", "")}{list(getattr(rng, "shape", ()))}.'
-      )
-    streams[name] = LazyRng(rng)
-  return streams
 
 
 # Key under which a scope's counter table holds the counter table of child ``name``.
