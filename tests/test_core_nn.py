@@ -142,3 +142,38 @@ def test_layers_compose_with_child_and_lift_vmap():
   y, variables = init(ensemble)(KEY, np.ones((2, 3), np.float32))
   assert y.shape == (3, 2, 1)
   assert variables['params']['hidden']['kernel'].shape == (3, 3, 4)
+
+
+def test_dot_product_attention_matches_numpy_softmax():
+  from flaxlike.core import Scope
+
+  q, k, v = (RNG.normal(size=(2, 3, 1, 4)).astype(np.float32) for _ in range(3))
+  y = nn.dot_product_attention(Scope({}), q, k, v)
+  logits = np.einsum('bqhd,bkhd->bhqk', f64(q), f64(k)) / np.sqrt(4)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  np.testing.assert_allclose(y, np.einsum('bhqk,bkhd->bqhd', w, f64(v)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('causal', [False, True])
+def test_multi_head_attention_matches_linen(causal):
+  x = RNG.normal(size=(2, 5, 8)).astype(np.float32)
+  y, variables = init(nn.multi_head_dot_product_attention)(
+    KEY, x, x, num_heads=2, causal_mask=causal
+  )
+  shapes = jax.tree_util.tree_map(jnp.shape, variables['params'])
+  assert shapes['query'] == {'kernel': (8, 2, 4), 'bias': (2, 4)}
+  assert shapes['out'] == {'kernel': (2, 4, 8), 'bias': (8,)}
+  mask = linen.make_causal_mask(jnp.ones((2, 5))) if causal else None
+  y_linen = linen.MultiHeadDotProductAttention(num_heads=2).apply(variables, x, x, mask=mask)
+  np.testing.assert_allclose(y, y_linen, rtol=1e-5, atol=1e-5)
+
+
+def test_multi_head_attention_padding_mask_ignores_padded_keys():
+  x = RNG.normal(size=(1, 4, 4)).astype(np.float32)
+  pad = np.array([[True, True, False, False]])
+  y, variables = init(nn.multi_head_dot_product_attention)(KEY, x, x, 1, padding_mask=pad)
+  changed = x.copy()
+  changed[0, 2:] += 10.0  # only padded positions change
+  y2 = apply(nn.multi_head_dot_product_attention)(variables, changed, changed, 1, padding_mask=pad)
+  np.testing.assert_allclose(y[0, :2], y2[0, :2], rtol=1e-5, atol=1e-5)

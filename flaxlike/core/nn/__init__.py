@@ -32,11 +32,16 @@ from jax.nn import softplus as softplus
 from jax.nn import swish as swish
 from jax.numpy import tanh as tanh
 
+from flaxlike.core.nn import attention as attention
 from flaxlike.core.nn import initializers as initializers
 from flaxlike.core.nn import linear as linear
 from flaxlike.core.nn import normalization as normalization
 from flaxlike.core.nn import pooling as pooling
 from flaxlike.core.nn import stochastic as stochastic
+from flaxlike.core.nn.attention import dot_product_attention as dot_product_attention
+from flaxlike.core.nn.attention import (
+  multi_head_dot_product_attention as multi_head_dot_product_attention,
+)
 from flaxlike.core.nn.linear import Embedding as Embedding
 from flaxlike.core.nn.linear import conv as conv
 from flaxlike.core.nn.linear import conv_transpose as conv_transpose
