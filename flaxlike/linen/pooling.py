@@ -15,3 +15,5 @@ from flaxlike.core.nn.pooling import avg_pool as avg_pool
 from flaxlike.core.nn.pooling import max_pool as max_pool
 from flaxlike.core.nn.pooling import min_pool as min_pool
 from flaxlike.core.nn.pooling import pool as pool
+
+__all__ = ['pool', 'avg_pool', 'max_pool', 'min_pool']
