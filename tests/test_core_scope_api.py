@@ -173,3 +173,36 @@ def test_lifted_params_come_out_in_linen_key_order(module):
   assert list(dense_params) == ['bias', 'kernel']
   plain = linen.Dense(2).init(KEY, jnp.ones((1, 3)))
   assert list(plain['params']) == ['kernel', 'bias']
+
+
+def test_axis_metadata_subclass_that_is_also_a_pytree_node():
+  # As in Linen, AxisMetadata is not itself a pytree, so a box may derive from both.
+  from typing import Any
+
+  from flaxlike import struct
+  from flaxlike.core import meta
+
+  class Boxed(struct.PyTreeNode, meta.AxisMetadata):
+    value: Any
+    added: tuple = struct.field(pytree_node=False, default=())
+
+    def unbox(self):
+      return self.value
+
+    def replace_boxed(self, val):
+      return self.replace(value=val)
+
+    def add_axis(self, index, params):
+      return self.replace(added=(index, *self.added))
+
+    def remove_axis(self, index, params):
+      return self.replace(added=self.added[1:])
+
+  def f(s, x):
+    return s.param('w', lambda k, shape: Boxed(jnp.ones(shape)), (2,)) * x
+
+  stacked = lift.vmap(f, variable_axes={'params': 0}, split_rngs={'params': True})
+  y, variables = init(stacked)(KEY, jnp.ones((3, 2)))
+  box = variables['params']['w']
+  assert isinstance(box, Boxed) and box.added == (0,) and box.value.shape == (3, 2)
+  np.testing.assert_array_equal(y, np.ones((3, 2)))
