@@ -206,3 +206,13 @@ def test_axis_metadata_subclass_that_is_also_a_pytree_node():
   box = variables['params']['w']
   assert isinstance(box, Boxed) and box.added == (0,) and box.value.shape == (3, 2)
   np.testing.assert_array_equal(y, np.ones((3, 2)))
+
+
+def test_hand_made_scope_never_writes_into_frozen_input():
+  from flaxlike.core import freeze
+
+  frozen = freeze({'state': {'a': {'x': 1}}})
+  root = Scope(frozen, mutable='state')
+  root.push('a').put_variable('state', 'x', 2)
+  assert frozen['state']['a']['x'] == 1
+  assert root.variables()['state']['a']['x'] == 2

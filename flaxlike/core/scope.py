@@ -259,8 +259,12 @@ class Scope:
       # A child sees its variables through its parent (as ``push`` makes it).
       self._call = parent._call
     else:
-      if not isinstance(variables, dict):
-        variables = _plain_dict(variables)
+      # A hand-made root works on the caller's dicts, as Linen's does; frozen (or other
+      # read-only) mappings of writable collections are copied into plain dicts first.
+      variables = {
+        col: _copy_dict_nodes(tree) if type(tree) is not dict and in_filter(mutable, col) else tree
+        for col, tree in variables.items()
+      }
       self._call = _CallState(variables, mutable, flags or {})
     self.name = name
     self.parent = parent
