@@ -103,9 +103,9 @@ class ApplyScopeInvalidVariablesStructureError(FlaxlikeError):
   def __init__(self, variables: Any):
     super().__init__(
       'Expected the first argument passed to an apply function to be of the form '
-      '{"params": {...}}, but got a dict whose "params" entry itself holds a "params" key '
-      f'(top-level keys: {list(variables)}). If you passed {{"params": variables}}, pass '
-      'variables itself, or {"params": variables["params"]}.'
+      '{"params": {...}}, but got a dict with an extra params layer: its "params" entry '
+      f'itself holds a "params" key (top-level keys: {list(variables)}). If you passed '
+      '{"params": variables}, pass variables itself, or {"params": variables["params"]}.'
     )
 
 

@@ -54,6 +54,8 @@ PAGES = (
   Page('flaxlike.core.meta', 'core.meta', 'Engine', extra=('PARTITION_NAME',)),
   Page('flaxlike.core.lift', 'core.lift', 'Engine'),
   Page('flaxlike.core', 'core', 'Engine'),
+  Page('flaxlike.core.nn', 'core.nn', 'Engine', jax_reexports=True),
+  Page('flaxlike.core.nn.initializers', 'core.nn.initializers', 'Engine', jax_reexports=True),
   Page('flaxlike.linen.module', 'module', 'Modules'),
   Page('flaxlike.linen.transforms', 'transforms', 'Modules'),
   Page('flaxlike.linen.summary', 'summary', 'Modules'),

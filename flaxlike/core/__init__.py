@@ -3,8 +3,11 @@
 Nothing here knows about Modules; a model is a plain function ``fn(scope, *args)``.
 """
 
+from typing import Any
+
 from flaxlike.core import lift as lift
 from flaxlike.core import meta as meta
+from flaxlike.core import nn as nn
 from flaxlike.core.frozen_dict import FrozenDict as FrozenDict
 from flaxlike.core.frozen_dict import copy as copy
 from flaxlike.core.frozen_dict import freeze as freeze
@@ -31,3 +34,6 @@ from flaxlike.core.scope import intersect_filters as intersect_filters
 from flaxlike.core.scope import lazy_init as lazy_init
 from flaxlike.core.scope import subtract_filters as subtract_filters
 from flaxlike.core.scope import union_filters as union_filters
+
+# Flax's ``flax.core.Array``: the annotation for arrays in functional layer signatures.
+Array = Any

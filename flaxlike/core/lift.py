@@ -1,18 +1,10 @@
 """Lifted transforms: JAX transforms applied to functions of scopes.
 
-A JAX transform only accepts pure functions of pytrees, while a scope hides its variables
-and RNG streams behind a stateful object. ``pack`` bridges the two: it takes the variables
-(at the scope's path) and RNG keys out of the scopes as plain pytrees, runs a JAX transform
-over an inner function that rebuilds fresh root scopes from them, and writes the mutated
-collections back into the outer scopes. Every transform here (``vmap``, ``scan``, ``jit``,
-``checkpoint``, ``cond``, ``while_loop``, ``custom_vjp``, ...) is ``pack`` plus a few lines
-saying how variable groups and RNG groups map onto the JAX transform's arguments.
-
-RNG streams travel as raw root keys; the static path suffix of each lazy key stays on the
-Python side and is re-attached inside, so splitting a stream (``split_rngs``) splits the
-raw root key and keeps the suffix, as Linen does. Inner root scopes share the outer scope's
-counter table (and, through it, the counter tables of all descendants), so keys drawn
-inside continue the outer counters and survive re-tracing.
+Every transform here (``vmap``, ``scan``, ``jit``, ``checkpoint``, ``cond``, ``switch``,
+``while_loop``, ``map_variables``, ``vjp``, ``jvp``, ``custom_vjp``, ...) is the lifting
+primitive ``pack`` (:mod:`flaxlike.core.packing`) plus a few lines saying how variable
+groups and RNG groups map onto the JAX transform's arguments. Each takes and returns plain
+scope functions ``fn(scope, *args)``.
 
 See docs/design/lift.md.
 """
@@ -29,22 +21,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxlike.core import meta
+from flaxlike.core._lift_autodiff import custom_vjp as custom_vjp
+from flaxlike.core._lift_autodiff import jvp as jvp
+from flaxlike.core._lift_autodiff import value_and_grad as value_and_grad
+from flaxlike.core._lift_autodiff import vjp as vjp
+from flaxlike.core.packing import _filter_key as _filter_key
+from flaxlike.core.packing import _flatten_scopes as _flatten_scopes
+from flaxlike.core.packing import _Hashable as _Hashable
+from flaxlike.core.packing import _identity, _key_sorted
+from flaxlike.core.packing import pack as pack
 from flaxlike.core.scope import (
   Filter,
-  LazyRng,
   Scope,
-  _copy_dict_nodes,
-  group_collections,
-  in_filter,
   intersect_filters,
+  is_filter_empty,
   subtract_filters,
-  union_filters,
 )
 
-# A group is a tuple with one entry per scope; ``variable_groups[i]`` holds the
-# collections matched by the i-th variable filter.
 VariableGroups = tuple
-RngGroups = tuple
 
 
 class _Broadcast:
@@ -93,197 +87,6 @@ def _split_in_out_axes(variable_axes: Mapping[Filter, Any]) -> tuple[tuple, tupl
     ins.append(i)
     outs.append(o)
   return tuple(ins), tuple(outs)
-
-
-#################################################
-# The primitive
-#################################################
-
-
-def _flatten_scopes(scope_tree: Any) -> tuple[list[Scope], Callable[[list], Any]]:
-  if isinstance(scope_tree, Scope):
-    return [scope_tree], lambda xs: xs[0]
-  if isinstance(scope_tree, (list, tuple)):
-    kind = type(scope_tree)
-    return list(scope_tree), lambda xs: kind(xs)
-  if isinstance(scope_tree, Mapping):
-    keys = list(scope_tree)
-    return [scope_tree[k] for k in keys], lambda xs: dict(zip(keys, xs))
-  raise TypeError(f'Lifted transforms expect a Scope or a list/dict of Scopes, got {scope_tree!r}.')
-
-
-def _variables_at(scope: Scope) -> dict[str, Any]:
-  found = {}
-  for col in scope.root._call.variables:
-    d = scope._read_col(col)
-    if d is not None:
-      found[col] = d
-  return found
-
-
-def _group_rngs(scope: Scope, rng_filters: Sequence[Filter]) -> tuple[dict[str, Any], ...]:
-  remaining = dict(scope.rngs)
-  groups = []
-  for f in rng_filters:
-    taken = {name: lazy for name, lazy in remaining.items() if in_filter(f, name)}
-    for name in taken:
-      del remaining[name]
-    groups.append(taken)
-  return tuple(groups)
-
-
-def _forget_cached_dicts(scope: Scope, col: str) -> None:
-  """Drops the per-scope dict caches of ``col`` below ``scope`` after a subtree write."""
-  for child in scope._children.values():
-    child._col_dicts.pop(col, None)
-    _forget_cached_dicts(child, col)
-
-
-def _fork(scope: Scope, lazy_rngs: dict[str, LazyRng]) -> dict[str, LazyRng]:
-  # Linen's "cached" transforms draw a fresh root key per stream in the transformed scope.
-  return {name: LazyRng(scope.make_rng(name)) for name in lazy_rngs}
-
-
-def pack(
-  fn: Callable[..., Any],
-  in_variable_filters: Sequence[Filter],
-  out_variable_filters: Sequence[Filter],
-  rng_filters: Sequence[Filter],
-  name: str | None = None,
-  fork_rngs: bool = False,
-) -> Callable[..., Any]:
-  """The lifting primitive: runs ``fn`` over plain pytrees taken out of scopes.
-
-  ``fn(scope_fn, repack_fn, variable_groups, rng_groups, *args, **kwargs)`` must return
-  ``(y, out_variable_groups)``. Inside whatever JAX transform ``fn`` applies:
-
-  - ``scope_fn(variable_groups, rng_groups, mutable=None)`` builds fresh root scopes
-    (one per outer scope) from the groups; ``mutable`` narrows what may be written.
-  - ``repack_fn(inner_scopes)`` returns the mutable collections of the inner scopes,
-    grouped by ``out_variable_filters``.
-
-  ``variable_groups[i][j]`` is ``{collection: subtree}`` of scope ``j`` for the i-th
-  variable filter (each collection goes to the first filter matching it; collections
-  matching none are invisible inside). ``rng_groups[i][j]`` is ``{stream: raw root key}``.
-
-  Args:
-    fn: the transform body, as described above.
-    in_variable_filters: how the variables entering ``fn`` are grouped.
-    out_variable_filters: which mutable collections come back out, and their grouping.
-    rng_filters: how RNG streams are grouped (streams matching none are invisible).
-    name: the transform's name, used in error messages.
-    fork_rngs: draw a new root key per stream in the outer scope before the call and
-      restart the path suffix (what Linen's jit and fold_rngs do).
-
-  Returns:
-    ``wrapper(scope_tree, *args, **kwargs)``.
-  """
-  out_union: Filter = False
-  for f in out_variable_filters:
-    out_union = union_filters(out_union, f)
-
-  def wrapper(scope_tree: Any, *args: Any, **kwargs: Any) -> Any:
-    scopes, rebuild = _flatten_scopes(scope_tree)
-    for scope in scopes:
-      scope._check_valid()
-      scope._check_trace_level()
-    per_scope_vars = [group_collections(_variables_at(s), in_variable_filters) for s in scopes]
-    per_scope_rngs = []
-    for s in scopes:
-      groups = _group_rngs(s, rng_filters)
-      if fork_rngs:
-        groups = tuple(_fork(s, g) for g in groups)
-      per_scope_rngs.append(groups)
-    suffixes = [
-      {n: lazy.suffix for g in groups for n, lazy in g.items()} for groups in per_scope_rngs
-    ]
-    variable_groups = tuple(
-      tuple(per_scope_vars[j][i] for j in range(len(scopes)))
-      for i in range(len(in_variable_filters))
-    )
-    rng_groups = tuple(
-      tuple({n: lazy.rng for n, lazy in per_scope_rngs[j][i].items()} for j in range(len(scopes)))
-      for i in range(len(rng_filters))
-    )
-    inner_mutables = [intersect_filters(out_union, s._call.mutable) for s in scopes]
-    created: list[Scope] = []
-
-    def scope_fn(
-      variable_groups: VariableGroups, rng_groups: RngGroups, mutable: Filter | None = None
-    ):
-      inner = []
-      for j, outer in enumerate(scopes):
-        mutable_j = inner_mutables[j]
-        if mutable is not None:
-          mutable_j = intersect_filters(mutable_j, mutable)
-        variables: dict[str, Any] = {}
-        for group in variable_groups:
-          for col, tree in group[j].items():
-            # Mutable subtrees are copied so writes inside never alias the outer dicts.
-            variables[col] = _copy_dict_nodes(tree) if in_filter(mutable_j, col) else tree
-        rngs = {}
-        for group in rng_groups:
-          for stream, key in group[j].items():
-            rngs[stream] = LazyRng(key, suffixes[j][stream])
-        scope = Scope(
-          variables,
-          rngs=rngs,
-          name=outer.name,
-          mutable=mutable_j,
-          path=outer.path,
-          flags=outer._call.flags,
-        )
-        # Shared counter table: draws inside continue the outer counters (Linen semantics).
-        scope.rng_counters = outer.rng_counters
-        inner.append(scope)
-      created.extend(inner)
-      return rebuild(inner)
-
-    # What each inner scope may write, for transforms that skip work nobody can observe.
-    scope_fn.mutable_filters = tuple(inner_mutables)  # type: ignore[attr-defined]
-    # What a cached trace (jit) depends on besides the argument shapes.
-    scope_fn.cache_key = tuple(  # type: ignore[attr-defined]
-      (
-        s.path,
-        tuple(tuple(sorted(sfx.items())) for sfx in [suffixes[j]]),
-        _filter_key(inner_mutables[j]),
-        _Hashable(tuple(sorted(s._call.flags.items()))),
-      )
-      for j, s in enumerate(scopes)
-    )
-
-    def repack_fn(inner_tree: Any) -> VariableGroups:
-      inner, _ = _flatten_scopes(inner_tree)
-      per_scope = []
-      for scope in inner:
-        mutable_cols = {
-          col: tree
-          for col, tree in scope._call.variables.items()
-          if scope.is_mutable_collection(col)
-        }
-        per_scope.append(group_collections(mutable_cols, out_variable_filters))
-      return tuple(
-        tuple(per_scope[j][i] for j in range(len(inner))) for i in range(len(out_variable_filters))
-      )
-
-    try:
-      y, out_groups = fn(scope_fn, repack_fn, variable_groups, rng_groups, *args, **kwargs)
-    finally:
-      for scope in created:
-        scope.invalidate()
-    for group in out_groups:
-      for j, scope in enumerate(scopes):
-        for col, tree in group[j].items():
-          # Transforms such as scan hand back immutable broadcast collections too.
-          if not scope.is_mutable_collection(col) or not tree:
-            continue
-          for var_name, value in tree.items():
-            scope.put_variable(col, var_name, value)
-          _forget_cached_dicts(scope, col)
-    return y
-
-  wrapper.__name__ = f'lifted_{name or getattr(fn, "__name__", "transform")}'
-  return wrapper
 
 
 #################################################
@@ -555,7 +358,8 @@ def scan(
     xs = (scan_vars, scan_rngs, xs_args)
     has_broadcast_ys = broadcast in jax.tree_util.tree_leaves(out_axes, is_leaf=_is_axis_leaf)
     broadcast_may_change = any(
-      intersect_filters(variable_broadcast, m) is not False for m in scope_fn.mutable_filters
+      not is_filter_empty(intersect_filters(variable_broadcast, m))
+      for m in scope_fn.mutable_filters
     )
     rng_in_reach = any(streams for group in rng_groups for streams in group)
     if check_constancy_invariants and not (has_broadcast_ys or broadcast_may_change):
@@ -625,34 +429,6 @@ def scan(
 #################################################
 # jit, checkpoint, named_call, fold_rngs
 #################################################
-
-
-class _Hashable:
-  """Wraps a static argument so unhashable values still key the jit cache (by identity)."""
-
-  __slots__ = ('value', '_key')
-
-  def __init__(self, value: Any):
-    self.value = value
-    try:
-      hash(value)
-      self._key = value
-    except TypeError:
-      self._key = ('__id__', id(value))
-
-  def __hash__(self) -> int:
-    return hash(self._key)
-
-  def __eq__(self, other: Any) -> bool:
-    return isinstance(other, _Hashable) and self._key == other._key
-
-
-def _filter_key(f: Filter) -> Any:
-  if isinstance(f, (bool, str)):
-    return f
-  if isinstance(f, (set, frozenset, list, tuple)):
-    return tuple(sorted(f))
-  return repr(f)
 
 
 def jit(
@@ -941,15 +717,15 @@ def while_loop(
 
 
 #################################################
-# Variable mapping and differentiation
+# Variable mapping
 #################################################
 
 
 def map_variables(
   fn: Callable[..., Any],
   mapped_collections: Filter,
-  map_in_fn: Callable[..., Any],
-  map_out_fn: Callable[..., Any],
+  map_in_fn: Callable[..., Any] = _identity,
+  map_out_fn: Callable[..., Any] = _identity,
   init: bool = False,
   mutable: bool = False,
   rngs: Filter = True,
@@ -958,204 +734,48 @@ def map_variables(
   """Runs ``fn(scope, *args)`` on variables transformed by ``map_in_fn``.
 
   ``map_in_fn``/``map_out_fn`` receive ``{collection: subtree}`` of the mapped collections
-  at the scope. With ``mutable``, writes inside are mapped back with ``map_out_fn``; with
-  ``init``, missing variables are first created by running ``fn`` on the raw variables.
+  at the scope. With ``mutable``, writes inside are mapped back with ``map_out_fn``. With
+  ``init``, whenever a collection is writable ``fn`` first runs on the raw variables to
+  create the missing ones, and the mapped collections come back out through
+  ``map_in_fn`` then ``map_out_fn`` (so ``init`` returns the mapped values, as in Linen).
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from flaxlike.core import init, lift, nn
+  >>> def double(variables):
+  ...   return jax.tree_util.tree_map(lambda v: 2 * v, variables)
+  >>> doubled = lift.map_variables(nn.dense, 'params', double)
+  >>> _, v = init(nn.dense)(jax.random.key(0), jnp.ones((1, 2)), 1,
+  ...                       kernel_init=nn.initializers.ones)
+  >>> from flaxlike.core import apply
+  >>> apply(doubled)(v, jnp.ones((1, 2)), 1)
+  Array([[4.]], dtype=float32)
   """
   is_target_out = mutable or init
   rest = subtract_filters(variables, mapped_collections)
   in_filters = (mapped_collections, rest)
   out_filters = in_filters if is_target_out else (False, rest)
+  # Mapped collections are read-only inside unless the mapping can be inverted.
+  inner_mutable: Filter = True if is_target_out else subtract_filters(True, mapped_collections)
 
   def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args, **kwargs):
     target, other = variable_groups
-    created = None
     if init:
       first = scope_fn((target, other), rng_groups)
-      scopes, _ = _flatten_scopes(first)
-      if any(s.get_flag('initializing', False) for s in scopes):
+      if any(not is_filter_empty(s.mutable) for s in _flatten_scopes(first)[0]):
         fn(first, *args, **kwargs)
-        created, _ = repack_fn(first)
-        target = tuple({**t, **c} for t, c in zip(target, created))
-    mapped_target = tuple(map_in_fn(t) for t in target)
-    inner_scope = scope_fn(
-      (mapped_target, other),
-      rng_groups,
-      mutable=True if mutable else subtract_filters(True, mapped_collections),
-    )
+        target, _ = repack_fn(first)
+        target = tuple(map_out_fn(t) for t in target)
+    mapped_target = tuple(_key_sorted(map_in_fn(t)) for t in target)
+    inner_scope = scope_fn((mapped_target, other), rng_groups, mutable=inner_mutable)
     y = fn(inner_scope, *args, **kwargs)
     out_target, out_other = repack_fn(inner_scope)
-    if mutable:
+    if is_target_out:
       out_target = tuple(map_out_fn(t) for t in out_target)
-    elif created is not None:
-      out_target = created
-    else:
-      out_target = tuple({} for _ in target)
     return y, (out_target, out_other)
 
   return pack(inner, in_filters, out_filters, (rngs,), name='map_variables')
-
-
-def _single_scope_grads(bwd: Callable[..., Any], cotangent: Any) -> tuple:
-  var_grads, *primal_grads = bwd(cotangent)
-  return (var_grads[0], *primal_grads)
-
-
-def vjp(
-  fn: Callable[..., Any],
-  scope: Scope,
-  *primals: Any,
-  has_aux: bool = False,
-  reduce_axes: Sequence[Any] = (),
-  vjp_variables: Filter = 'params',
-  variables: Filter = True,
-  rngs: Filter = True,
-) -> Any:
-  """``jax.vjp`` of ``fn(scope, *primals)`` w.r.t. the primals and ``vjp_variables``.
-
-  Returns ``(y, vjp_fn)`` (plus ``aux`` with ``has_aux``); ``vjp_fn(cotangent)`` gives
-  ``(variable_grads, *primal_grads)`` where ``variable_grads`` is ``{collection: grads}``.
-  """
-  del reduce_axes  # removed from jax.vjp; kept for Linen's signature.
-  rest = subtract_filters(variables, vjp_variables)
-
-  def inner(scope_fn, repack_fn, variable_groups, rng_groups, *primals):
-    diff_vars, other_vars = variable_groups
-
-    def pure(diff_vars, *primals):
-      inner_scope = scope_fn((diff_vars, other_vars), rng_groups)
-      out = fn(inner_scope, *primals)
-      if has_aux:
-        y, aux = out
-      else:
-        y, aux = out, None
-      return y, (aux, repack_fn(inner_scope))
-
-    y, bwd, (aux, out_groups) = jax.vjp(pure, diff_vars, *primals, has_aux=True)
-
-    # A pytree (Partial), so it can be a residual of custom_vjp or cross a jit boundary.
-    vjp_fn = jax.tree_util.Partial(_single_scope_grads, bwd)
-    result = (y, vjp_fn, aux) if has_aux else (y, vjp_fn)
-    return result, out_groups
-
-  return pack(inner, (vjp_variables, rest), (vjp_variables, rest), (rngs,), name='vjp')(
-    scope, *primals
-  )
-
-
-def value_and_grad(
-  fn: Callable[..., Any],
-  scope: Scope,
-  *primals: Any,
-  has_aux: bool = False,
-  reduce_axes: Sequence[Any] = (),
-  variables: Filter = True,
-  rngs: Filter = True,
-) -> Any:
-  """``jax.value_and_grad`` of scalar ``fn(scope, *primals)`` w.r.t. the primals.
-
-  Returns ``(value, primal_grads)``, or ``((value, aux), primal_grads)`` with ``has_aux``
-  (Linen's convention: variables are not differentiated here; use ``vjp`` for them).
-  """
-  del reduce_axes
-
-  def inner(scope_fn, repack_fn, variable_groups, rng_groups, *primals):
-    def pure(*primals):
-      inner_scope = scope_fn(variable_groups, rng_groups)
-      out = fn(inner_scope, *primals)
-      if has_aux:
-        y, aux = out
-      else:
-        y, aux = out, None
-      return y, (aux, repack_fn(inner_scope))
-
-    argnums = tuple(range(len(primals)))
-    (y, (aux, out_groups)), grads = jax.value_and_grad(pure, argnums=argnums, has_aux=True)(
-      *primals
-    )
-    value = (y, aux) if has_aux else y
-    return (value, grads), out_groups
-
-  return pack(inner, (variables,), (variables,), (rngs,), name='value_and_grad')(scope, *primals)
-
-
-def jvp(
-  fn: Callable[..., Any],
-  scope: Scope,
-  primals: Sequence[Any],
-  tangents: Sequence[Any],
-  variable_tangents: Mapping[str, Any],
-  variables: Filter = True,
-  rngs: Filter = True,
-) -> Any:
-  """``jax.jvp`` of ``fn(scope, *primals)``; ``variable_tangents`` is ``{collection: tangents}``.
-
-  Collections named in ``variable_tangents`` are differentiated; returns ``(y, y_tangent)``.
-  """
-  tangent_cols = tuple(variable_tangents.keys())
-  rest = subtract_filters(variables, set(tangent_cols))
-
-  def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args):
-    diff_vars, other_vars = variable_groups
-    var_tangents = tuple({c: variable_tangents[c] for c in d} for d in diff_vars)
-
-    def pure(diff_vars, primals):
-      inner_scope = scope_fn((diff_vars, other_vars), rng_groups)
-      y = fn(inner_scope, *primals)
-      return y, repack_fn(inner_scope)
-
-    (y, out_groups), (y_t, _) = jax.jvp(
-      pure, (diff_vars, tuple(primals)), (var_tangents, tuple(tangents))
-    )
-    return (y, y_t), out_groups
-
-  return pack(inner, (set(tangent_cols), rest), (set(tangent_cols), rest), (rngs,), name='jvp')(
-    scope
-  )
-
-
-def custom_vjp(
-  fn: Callable[..., Any],
-  forward_fn: Callable[..., Any],
-  backward_fn: Callable[..., Any],
-  grad_vars: Filter = 'params',
-  nondiff_argnums: Sequence[int] = (),
-) -> Callable[..., Any]:
-  """A function of a scope with a custom backward pass (``jax.custom_vjp``).
-
-  ``forward_fn(scope, *args) -> (y, residuals)``; ``backward_fn(residuals, y_cotangent)
-  -> (variable_grads, *arg_grads)`` with ``variable_grads`` shaped like ``{collection:
-  grads}`` of the ``grad_vars`` collections. The function may not mutate variables.
-  """
-  rest = subtract_filters(True, grad_vars)
-
-  def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args):
-    grad_groups, other_groups = variable_groups
-    plain = scope_fn(variable_groups, rng_groups)
-    if any(s.get_flag('initializing', False) for s in _flatten_scopes(plain)[0]):
-      # Nothing is differentiated while initializing; running plainly lets fn create
-      # its variables (a custom_vjp function itself may not write any).
-      return fn(plain, *args), repack_fn(plain)
-
-    def pure(grad_groups, *args):
-      return fn(scope_fn((grad_groups, other_groups), rng_groups, mutable=False), *args)
-
-    def fwd(grad_groups, *args):
-      y, res = forward_fn(scope_fn((grad_groups, other_groups), rng_groups, mutable=False), *args)
-      return y, res
-
-    def bwd(*nondiff_and_res_and_g):
-      *nondiff, res, g = nondiff_and_res_and_g
-      var_grads, *arg_grads = backward_fn(*nondiff, res, g)
-      # One scope: the user returns its {collection: grads}; several: one per scope.
-      per_scope = (var_grads,) if len(grad_groups) == 1 else tuple(var_grads)
-      return (per_scope, *arg_grads)
-
-    wrapped = jax.custom_vjp(pure, nondiff_argnums=tuple(i + 1 for i in nondiff_argnums))
-    wrapped.defvjp(fwd, bwd)
-    y = wrapped(grad_groups, *args)
-    return y, (tuple({} for _ in grad_groups), tuple({} for _ in other_groups))
-
-  return pack(inner, (grad_vars, rest), (grad_vars, rest), (True,), name='custom_vjp')
 
 
 __all__ = [

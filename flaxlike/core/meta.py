@@ -24,11 +24,14 @@ TAxisMetadata = TypeVar('TAxisMetadata', bound='AxisMetadata[Any]')
 PARTITION_NAME = 'partition_name'
 
 
-class AxisMetadata(struct.PyTreeNode, Generic[A], metaclass=abc.ABCMeta):
+class AxisMetadata(Generic[A], metaclass=abc.ABCMeta):
   """Abstract base of boxed metadata.
 
-  Subclasses are ``struct`` dataclasses with a pytree field ``value`` and static
-  metadata fields, and implement the four methods below.
+  As in Linen, the base is not itself a pytree: a subclass registers itself, usually by
+  also deriving from ``struct.PyTreeNode`` (``class Box(struct.PyTreeNode,
+  AxisMetadata)``) with a pytree field ``value`` and static metadata fields, and
+  implements ``unbox``, ``add_axis`` and ``remove_axis`` (and ``replace_boxed`` when its
+  value field is not called ``value``).
   """
 
   @abc.abstractmethod
@@ -156,7 +159,7 @@ def _auto_axes(mesh: Mesh) -> Mesh:
   return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
-class Partitioned(AxisMetadata[A]):
+class Partitioned(struct.PyTreeNode, AxisMetadata[A]):
   """A value annotated with one mesh axis name (or None) per dimension.
 
   ``unbox`` constrains the value to that sharding when ``mesh`` is set or a global mesh

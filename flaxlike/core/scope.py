@@ -17,9 +17,9 @@ Hot-path notes (see docs/design/scope.md):
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import jax
@@ -29,7 +29,22 @@ from jax.extend.core import get_opaque_trace_state
 from flaxlike import errors
 from flaxlike.configurations import config
 from flaxlike.core import meta
+from flaxlike.core.filters import CollectionFilter as CollectionFilter
+from flaxlike.core.filters import DenyList as DenyList
+from flaxlike.core.filters import Filter as Filter
+from flaxlike.core.filters import PRNGSequenceFilter as PRNGSequenceFilter
+from flaxlike.core.filters import filter_to_set as filter_to_set
+from flaxlike.core.filters import group_collections as group_collections
+from flaxlike.core.filters import in_filter as in_filter
+from flaxlike.core.filters import intersect_filters as intersect_filters
+from flaxlike.core.filters import is_filter_empty as is_filter_empty
+from flaxlike.core.filters import subtract_filters as subtract_filters
+from flaxlike.core.filters import union_filters as union_filters
 from flaxlike.core.frozen_dict import FrozenDict, freeze
+from flaxlike.core.rng import LazyRng as LazyRng
+from flaxlike.core.rng import _is_valid_rng as _is_valid_rng
+from flaxlike.core.rng import _validate_rngs as _validate_rngs
+from flaxlike.core.rng import fold_static as fold_static
 
 T = TypeVar('T')
 
@@ -37,202 +52,6 @@ PRNGKey = Any
 Array = Any
 VariableDict = Mapping[str, Mapping[str, Any]]
 RNGSequences = Mapping[str, PRNGKey]
-
-
-#################################################
-# Collection filters
-#################################################
-
-
-@dataclasses.dataclass(frozen=True, eq=True)
-class DenyList:
-  """A filter that matches every collection except those matched by ``deny``.
-
-  Example:
-
-  >>> from flaxlike.core import DenyList, in_filter
-  >>> in_filter(DenyList('intermediates'), 'params')
-  True
-  """
-
-  deny: Any
-
-
-Filter = bool | str | Collection[str] | DenyList
-CollectionFilter = Filter
-
-
-def in_filter(filter_like: Filter, col: str) -> bool:
-  """Whether collection ``col`` matches ``filter_like``."""
-  if isinstance(filter_like, str):
-    return col == filter_like
-  if isinstance(filter_like, bool):
-    return filter_like
-  if isinstance(filter_like, DenyList):
-    return not in_filter(filter_like.deny, col)
-  if isinstance(filter_like, Collection):
-    return col in filter_like
-  raise errors.InvalidFilterError(filter_like)
-
-
-def _normal_form(f: Filter) -> tuple[bool, frozenset]:
-  """(is_deny, names): the filter matches names (allow) or everything but names (deny)."""
-  if isinstance(f, bool):
-    return (f, frozenset())
-  if isinstance(f, str):
-    return (False, frozenset([f]))
-  if isinstance(f, DenyList):
-    is_deny, names = _normal_form(f.deny)
-    return (not is_deny, names)
-  if isinstance(f, Collection):
-    return (False, frozenset(f))
-  raise errors.InvalidFilterError(f)
-
-
-def _from_normal_form(is_deny: bool, names: frozenset) -> Filter:
-  if not names:
-    return is_deny
-  return DenyList(set(names)) if is_deny else set(names)
-
-
-def union_filters(a: Filter, b: Filter) -> Filter:
-  """A filter matching what ``a`` or ``b`` matches."""
-  (da, na), (db, nb) = _normal_form(a), _normal_form(b)
-  if not da and not db:
-    return _from_normal_form(False, na | nb)
-  if da and db:
-    return _from_normal_form(True, na & nb)
-  allow, deny = (na, nb) if db else (nb, na)
-  return _from_normal_form(True, deny - allow)
-
-
-def intersect_filters(a: Filter, b: Filter) -> Filter:
-  """A filter matching what both ``a`` and ``b`` match."""
-  (da, na), (db, nb) = _normal_form(a), _normal_form(b)
-  if not da and not db:
-    return _from_normal_form(False, na & nb)
-  if da and db:
-    return _from_normal_form(True, na | nb)
-  allow, deny = (na, nb) if db else (nb, na)
-  return _from_normal_form(False, allow - deny)
-
-
-def subtract_filters(a: Filter, b: Filter) -> Filter:
-  """A filter matching what ``a`` matches and ``b`` does not."""
-  is_deny, names = _normal_form(b)
-  return intersect_filters(a, _from_normal_form(not is_deny, names))
-
-
-def filter_to_set(filter_like: Filter) -> set[str]:
-  """The set of names an allow-list filter matches (deny filters have no finite set)."""
-  is_deny, names = _normal_form(filter_like)
-  if is_deny:
-    raise errors.InvalidFilterError(filter_like)
-  return set(names)
-
-
-def group_collections(
-  xs: VariableDict, col_filters: Iterable[Filter]
-) -> tuple[dict[str, Any], ...]:
-  """Splits the collections of ``xs`` by filter: each goes to the first filter matching it.
-
-  Returns one dict per filter; collections matching no filter are dropped.
-  """
-  cols = list(xs)
-  groups = []
-  for col_filter in col_filters:
-    taken = [c for c in cols if in_filter(col_filter, c)]
-    groups.append({c: xs[c] for c in taken})
-    cols = [c for c in cols if c not in taken]
-  return tuple(groups)
-
-
-#################################################
-# RNG streams
-#################################################
-
-
-def _hash_suffix(data: tuple[Any, ...]) -> int:
-  """The uint32 that one SHA-1 over the path elements yields (Linen's static fold-in)."""
-  digest = hashlib.sha1()
-  with_separator = config.flax_fix_rng_separator
-  for element in data:
-    if with_separator:
-      digest.update(b'\x00')
-    if isinstance(element, str):
-      digest.update(element.encode('utf-8'))
-    elif isinstance(element, int):
-      digest.update(element.to_bytes((element.bit_length() + 7) // 8, 'big'))
-    else:
-      raise TypeError(f'RNG path elements must be str or int, got {element!r}.')
-  return int.from_bytes(digest.digest()[:4], 'big')
-
-
-def fold_static(key: PRNGKey, data: tuple[Any, ...]) -> PRNGKey:
-  """Folds a whole path of names and counters into ``key`` with a single ``fold_in``."""
-  if not data:
-    return key
-  return jax.random.fold_in(key, np.uint32(_hash_suffix(data)))
-
-
-class LazyRng:
-  """A root key plus the path below it; folded into a key only when one is drawn.
-
-  Deferring the fold keeps one ``fold_in`` per drawn key whatever the depth of the model.
-  """
-
-  __slots__ = ('rng', 'suffix')
-
-  def __init__(self, rng: PRNGKey, suffix: tuple[Any, ...] = ()):
-    self.rng = rng
-    self.suffix = suffix
-
-  @staticmethod
-  def create(rng: PRNGKey | LazyRng, *suffix: Any) -> LazyRng:
-    if isinstance(rng, LazyRng):
-      return LazyRng(rng.rng, rng.suffix + suffix)
-    return LazyRng(rng, suffix)
-
-  def fold_in(self, data: Any) -> LazyRng:
-    return LazyRng(self.rng, self.suffix + (data,))
-
-  def as_jax_rng(self) -> PRNGKey:
-    return fold_static(self.rng, self.suffix)
-
-  def clear_suffix(self) -> LazyRng:
-    return LazyRng(self.as_jax_rng())
-
-
-def _is_valid_rng(rng: Any) -> bool:
-  if not isinstance(rng, (jax.Array, np.ndarray)):
-    return False
-  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-    return True
-  return rng.dtype == np.uint32 and rng.ndim == 1
-
-
-def _validate_rngs(rngs: Any) -> dict[str, LazyRng]:
-  if rngs is None:
-    return {}
-  if not isinstance(rngs, Mapping):
-    raise errors.InvalidRngError(
-      'rngs should be a dictionary mapping strings to `jax.PRNGKey`, e.g. '
-      "{'params': jax.random.key(0), 'dropout': jax.random.key(1)}; got "
-      f'{type(rngs).__name__}.'
-    )
-  streams = {}
-  for name, rng in rngs.items():
-    if isinstance(rng, LazyRng):
-      streams[name] = rng
-      continue
-    if not isinstance(name, str) or not _is_valid_rng(rng):
-      raise errors.InvalidRngError(
-        f'rngs[{name!r}] should be a PRNG key made by jax.random.key(seed) or '
-        f'jax.random.PRNGKey(seed), got {type(rng).__name__} '
-        f'{getattr(rng, "dtype", "")}{list(getattr(rng, "shape", ()))}.'
-      )
-    streams[name] = LazyRng(rng)
-  return streams
 
 
 # Key under which a scope's counter table holds the counter table of child ``name``.
@@ -364,23 +183,55 @@ def _copy_dict_nodes(tree: Any) -> Any:
   return tree
 
 
+def _merge_into(target: dict, value: Mapping) -> None:
+  """Writes ``value`` into ``target`` key by key, merging nested dicts in place."""
+  for key, sub in value.items():
+    existing = target.get(key)
+    if type(existing) is dict and isinstance(sub, Mapping):
+      _merge_into(existing, sub)
+    else:
+      target[key] = sub
+
+
+def _forget_cached_dicts(scope: Scope, col: str) -> None:
+  """Drops the dict of ``col`` that ``scope`` and its descendants cached: the subtree at
+  their path was replaced."""
+  scope._col_dicts.pop(col, None)
+  for child in scope._children.values():
+    _forget_cached_dicts(child, col)
+
+
 class Scope:
   """One node of the model tree: its variables, RNG streams and reserved names.
 
-  Scopes are created by ``init``, ``apply`` and ``bind`` (the root) and by ``push``
-  (children). A scope is valid only during the call that created it.
+  Scopes are created by ``init``, ``apply`` and ``bind`` (the root), by hand
+  (``Scope(variables, rngs, mutable=...)``), and by ``push``/``child`` (children). A
+  scope made by ``init``/``apply`` is valid only during that call.
 
   Attributes:
     name: this scope's name in its parent (None for the root).
     parent: the parent scope (None for the root).
     path: the names from the root to this scope.
+    debug_path: ``path`` with the lifted transforms it runs under, for messages
+      (``('vmap(dense)',)``).
     rngs: the RNG streams, as lazy keys.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from flaxlike.core import Scope
+  >>> root = Scope({}, {'params': jax.random.key(0)}, mutable='params')
+  >>> ones = jax.nn.initializers.ones
+  >>> w = root.child(lambda scope: scope.param('w', ones, (2,)), 'layer')()
+  >>> root.variables()['params']['layer']['w']
+  Array([1., 1.], dtype=float32)
   """
 
   __slots__ = (
     'name',
     'parent',
     'path',
+    'debug_path',
     'rngs',
     'rng_counters',
     'reservations',
@@ -388,34 +239,67 @@ class Scope:
     '_children',
     '_col_dicts',
     '_rng_source',
+    '_invalid',
   )
 
   def __init__(
     self,
     variables: dict[str, Any] | _CallState,
-    rngs: Mapping[str, LazyRng] | None = None,
+    rngs: Mapping[str, Any] | None = None,
     name: str | None = None,
     mutable: Filter = False,
     parent: Scope | None = None,
-    path: tuple[str, ...] = (),
+    path: Iterable[str] = (),
+    debug_path: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
   ):
     if isinstance(variables, _CallState):
       self._call = variables
+    elif parent is not None:
+      # A child sees its variables through its parent (as ``push`` makes it).
+      self._call = parent._call
     else:
+      # A hand-made root works on the caller's dicts, as Linen's does; frozen (or other
+      # read-only) mappings of writable collections are copied into plain dicts first.
+      variables = {
+        col: _copy_dict_nodes(tree) if type(tree) is not dict and in_filter(mutable, col) else tree
+        for col, tree in variables.items()
+      }
       self._call = _CallState(variables, mutable, flags or {})
     self.name = name
     self.parent = parent
-    self.path = path
-    self.rngs: dict[str, LazyRng] = dict(rngs) if rngs else {}
+    self.path = tuple(path)
+    self.debug_path = tuple(debug_path) or self.path
+    # Raw or typed keys are wrapped lazily, so a hand-made root behaves like bind's.
+    self.rngs: dict[str, LazyRng] = (
+      {k: r if isinstance(r, LazyRng) else LazyRng(r) for k, r in rngs.items()} if rngs else {}
+    )
     # RNG stream name -> draws so far, and (_CHILD_COUNTERS, child name) -> that child's table.
     self.rng_counters: dict[str | tuple[str, str], Any] = {}
     self.reservations: dict[str, set[str | None]] = {}
     self._children: dict[str, Scope] = {}
     self._col_dicts: dict[str, dict] = {}
     self._rng_source: Any = None
+    self._invalid = False
 
   # -- identity -----------------------------------------------------------------
+
+  def __eq__(self, other: Any) -> bool:
+    # Two scope objects behave identically when they look at the same variables, at the
+    # same path, with the same RNG counters (``rewound`` copies, scopes of a lifted
+    # transform that alias one another).
+    if self is other:
+      return True
+    if not isinstance(other, Scope):
+      return False
+    return (
+      self._call is other._call
+      and self.path == other.path
+      and self.rng_counters is other.rng_counters
+    )
+
+  def __hash__(self) -> int:
+    return hash((id(self._call), self.path, id(self.rng_counters)))
 
   @property
   def root(self) -> Scope:
@@ -426,7 +310,8 @@ class Scope:
 
   @property
   def path_text(self) -> str:
-    return '/' + '/'.join(self.path)
+    """The debug path as text: ``'/encoder/vmap(dense)'``."""
+    return '/' + '/'.join(self.debug_path)
 
   @property
   def mutable(self) -> Filter:
@@ -436,7 +321,12 @@ class Scope:
   def flags(self) -> Mapping[str, Any]:
     return self._call.flags
 
+  def has_flag(self, key: str) -> bool:
+    """Whether flag ``key`` was set for this call (``'initializing'`` during ``init``)."""
+    return key in self._call.flags
+
   def get_flag(self, key: str, default: Any = None) -> Any:
+    """The value of flag ``key``, or ``default``."""
     return self._call.flags.get(key, default)
 
   def __repr__(self) -> str:
@@ -444,12 +334,36 @@ class Scope:
 
   # -- validity -----------------------------------------------------------------
 
+  @property
+  def invalid(self) -> bool:
+    """Whether this scope may no longer be used."""
+    return self._invalid or not self._call.valid
+
   def invalidate(self) -> None:
-    """Marks every scope of this call as no longer usable."""
-    self._call.valid = False
+    """Marks this scope as no longer usable; on a root, every scope of its call."""
+    self._invalid = True
+    if self.parent is None:
+      self._call.valid = False
+
+  @contextlib.contextmanager
+  def temporary(self) -> Iterator[Scope]:
+    """A context manager yielding this scope and invalidating it on exit.
+
+    Example:
+
+    >>> from flaxlike.core import Scope
+    >>> with Scope({}).temporary() as root:
+    ...   pass
+    >>> root.invalid
+    True
+    """
+    try:
+      yield self
+    finally:
+      self.invalidate()
 
   def _check_valid(self) -> None:
-    if not self._call.valid:
+    if self._invalid or not self._call.valid:
       raise errors.InvalidScopeError(self.path_text)
 
   def _check_trace_level(self) -> None:
@@ -468,7 +382,9 @@ class Scope:
       NameInUseError: when the name is taken.
     """
     if not isinstance(name, str):
-      raise TypeError(f'Scope names must be str, got {name!r} in {self.path_text}.')
+      raise TypeError(
+        f'The type of scope "{name}" should be string but it is {type(name)} (in {self.path_text}).'
+      )
     taken = self.reservations.get(name)
     if taken is None:
       self.reservations[name] = {col}
@@ -511,7 +427,13 @@ class Scope:
       self.reserve(name)
     child = self._children.get(name)
     if child is None:
-      child = Scope(self._call, name=name, parent=self, path=self.path + (name,))
+      child = Scope(
+        self._call,
+        name=name,
+        parent=self,
+        path=self.path + (name,),
+        debug_path=self.debug_path + (name,),
+      )
       # Child counters live in this scope's counter table (as in Linen), so an inner
       # scope of a lifted transform that shares the table shares the whole subtree.
       counters = self.rng_counters.get((_CHILD_COUNTERS, name))
@@ -525,6 +447,75 @@ class Scope:
       child.rngs = {k: LazyRng(r.rng, r.suffix + (name,)) for k, r in self.rngs.items()}
       child._rng_source = self.rngs
     return child
+
+  def child(
+    self,
+    fn: Callable[..., Any],
+    name: str | None = None,
+    prefix: str | None = None,
+    named_call: bool = True,
+    **partial_kwargs: Any,
+  ) -> Callable[..., Any]:
+    """Returns ``fn`` with a child scope bound as its first argument.
+
+    Each call of the returned function runs ``fn`` on a rewound copy of the child, so
+    calling it again reuses the child's variables.
+
+    Args:
+      fn: a function ``fn(scope, *args, **kwargs)``.
+      name: the child's name; None picks ``default_name(prefix)``.
+      prefix: prefix of the generated name (default: ``fn.__name__ + '_'``).
+      named_call: run ``fn`` under ``jax.named_scope(name)`` (profiler names).
+      **partial_kwargs: keyword arguments bound to ``fn``.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from flaxlike.core import init
+    >>> def linear(scope, x):
+    ...   return x @ scope.param('w', jax.nn.initializers.ones, (x.shape[-1], 2))
+    >>> def model(scope, x):
+    ...   return scope.child(linear, 'out')(x)
+    >>> y, variables = init(model)(jax.random.key(0), jnp.ones((1, 3)))
+    >>> variables['params']['out']['w'].shape
+    (3, 2)
+    """
+    if name is None:
+      if prefix is None:
+        prefix = fn.__name__ + '_' if hasattr(fn, '__name__') else ''
+      name = self.default_name(prefix)
+    scope = self.push(name)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+      if partial_kwargs:
+        kwargs = {**partial_kwargs, **kwargs}
+      if named_call:
+        with jax.named_scope(name):
+          return fn(scope.rewound(), *args, **kwargs)
+      return fn(scope.rewound(), *args, **kwargs)
+
+    return wrapper
+
+  def rewound(self, rewind_rngs: bool = False) -> Scope:
+    """A copy of this scope with no names reserved, over the same variables.
+
+    Args:
+      rewind_rngs: also restart the RNG counters (by default the copy continues them).
+    """
+    self._check_valid()
+    scope = Scope(
+      self._call,
+      name=self.name,
+      parent=self.parent,
+      path=self.path,
+      debug_path=self.debug_path,
+    )
+    scope.rngs = self.rngs
+    scope._rng_source = self._rng_source
+    if not rewind_rngs:
+      scope.rng_counters = self.rng_counters
+    return scope
 
   def rewind(self) -> None:
     """Forgets the names reserved so far, so a module can run its methods again."""
@@ -620,7 +611,16 @@ class Scope:
     if not self.is_mutable_collection(col):
       raise errors.ModifyScopeVariableError(col, name, self.path_text)
     self._check_trace_level()
-    self._write_col(col)[name] = value
+    target = self._write_col(col)
+    existing = target.get(name)
+    if type(existing) is dict and isinstance(value, Mapping):
+      # Writing a subtree over an existing one merges into it, so the dicts that child
+      # scopes hold for their paths stay the live ones (Linen does the same).
+      _merge_into(existing, value)
+    else:
+      target[name] = value
+      if name in self._children:
+        _forget_cached_dicts(self._children[name], col)
 
   def variable(
     self,
