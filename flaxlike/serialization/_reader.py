@@ -500,7 +500,10 @@ def _restore_bytes(data: Any, max_depth: int) -> Any:
   try:
     return _fast_restore(data, max_depth)
   except Exception:  # noqa: BLE001 - the parser decides, and names the problem
-    return _restore(_Source(data, max_depth=max_depth))
+    pass
+  # Outside the except block, so that the parser's error is not shown as raised while
+  # handling the C decoder's (which says less).
+  return _restore(_Source(data, max_depth=max_depth))
 
 
 def _read_file(fileobj: Any, max_depth: int) -> Any:
