@@ -286,10 +286,12 @@ class NameInUseError(FlaxlikeError):
   Fix: give them different names (``name=`` for submodules).
   """
 
-  def __init__(self, key_type: str, value: str, module_name: str):
+  def __init__(self, key_type: str, value: str, module_name: str, path: str | None = None):
+    where = f'Module {module_name} at {path}' if path else 'one module'
     super().__init__(
       f'Could not create {key_type} "{value}" in Module {module_name}: Name in use. '
-      'Params, variables and submodules of one module need distinct names.'
+      f'Params, variables and submodules of {where} need distinct names: rename one of '
+      'them (submodules take name=...).'
     )
 
 
@@ -299,9 +301,12 @@ class AssignSubModuleError(FlaxlikeError):
   Fix: create submodules in ``setup()``, or decorate the method with ``@nn.compact``.
   """
 
-  def __init__(self, cls: str):
+  def __init__(self, cls: str, parent_path: str | None = None):
+    where = f' (its parent is {parent_path})' if parent_path else ''
     super().__init__(
-      f'Submodule {cls} must be defined in `setup()` or in a method wrapped in `@compact`.'
+      f'Submodule {cls} must be defined in `setup()` or in a method wrapped in '
+      f'`@compact`{where}: move its construction into setup(), or decorate the method '
+      'that builds it with @nn.compact.'
     )
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from flaxlike.core.scope import DenyList, Filter
-from flaxlike.linen.module import Module, intercept_methods
+from flaxlike.linen._module.context import intercept_methods
+
+if TYPE_CHECKING:
+  # Module.tabulate imports this file, so the class is only named in annotations here.
+  from flaxlike.linen.module import Module
 
 
 @dataclasses.dataclass

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flaxlike import errors
-from flaxlike.linen._module_calls import wrap_class_methods
-from flaxlike.linen._module_state import _unspecified_parent
+from flaxlike.linen._module.calls import wrap_class_methods
+from flaxlike.linen._module.state import _unspecified_parent
 
 
 def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
