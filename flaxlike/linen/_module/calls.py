@@ -170,6 +170,7 @@ def _wrap_name_scope_method(fun: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_property(prop: property) -> property:
   getter = prop.fget
+  prop_name = getattr(getter, '__name__', 'property')
 
   @functools.wraps(getter)  # type: ignore[arg-type]
   def fget(self):
@@ -180,7 +181,7 @@ def _wrap_property(prop: property) -> property:
     except AttributeError as e:
       # Module.__getattr__ would otherwise turn a typo inside the property into a
       # misleading "no attribute <property name>".
-      raise errors.DescriptorAttributeError() from e
+      raise errors.DescriptorAttributeError(type(self).__name__, prop_name, e) from e
 
   return property(fget, prop.fset, prop.fdel, prop.__doc__)
 

@@ -17,7 +17,7 @@ def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
   def checked_init(self, *args, **kwargs):
     init(self, *args, **kwargs)
     if '_state' not in self.__dict__:
-      raise errors.IncorrectPostInitOverrideError()
+      raise errors.IncorrectPostInitOverrideError(type(self).__name__)
 
   return checked_init
 

@@ -165,7 +165,7 @@ class Module(_ModuleBase):
     if not state.in_setup:
       raise errors.SetAttributeFrozenModuleError(type(self).__name__, name, value)
     if name in self._field_names:
-      raise errors.SetAttributeInModuleSetupError()
+      raise errors.SetAttributeInModuleSetupError(type(self).__name__, name)
     value = naming.register_submodules(self, name, value, Module, state.adopted)
     object.__setattr__(self, name, value)
 
