@@ -28,15 +28,10 @@ KNOWN_ERRORS: dict[str, int] = {
   'flaxlike/core/frozen_dict.py': 7,
   'flaxlike/core/lift.py': 13,
   'flaxlike/core/scope.py': 2,
-  'flaxlike/linen/attention.py': 1,
-  'flaxlike/linen/linear.py': 4,
-  'flaxlike/linen/normalization.py': 15,
-  'flaxlike/linen/pooling.py': 1,
-  'flaxlike/linen/recurrent.py': 1,
+  'flaxlike/linen/linear.py': 1,
   'flaxlike/linen/spmd.py': 1,
   'flaxlike/linen/summary.py': 1,
   'flaxlike/serialization.py': 5,
-  'flaxlike/struct.py': 2,
   'flaxlike/training/checkpoints.py': 2,
 }
 

@@ -67,15 +67,17 @@ def pool(
     n_batch = 1
   dims = (1,) * n_batch + window_shape + (1,)
   all_strides = (1,) * n_batch + strides + (1,)
-  if not isinstance(padding, str):
+  if isinstance(padding, str):
+    all_padding: str | tuple[tuple[int, int], ...] = padding
+  else:
     pairs = tuple(tuple(p) for p in padding)
     if len(pairs) != n_window or any(len(p) != 2 for p in pairs):
       raise ValueError(
         f'pool: padding {padding!r} must be "SAME", "VALID" or {n_window} (low, high) '
         'pairs, one per window axis.'
       )
-    padding = ((0, 0),) * n_batch + pairs + ((0, 0),)
-  y = lax.reduce_window(inputs, init, reduce_fn, dims, all_strides, padding)
+    all_padding = ((0, 0),) * n_batch + tuple((lo, hi) for lo, hi in pairs) + ((0, 0),)
+  y = lax.reduce_window(inputs, init, reduce_fn, dims, all_strides, all_padding)
   return y[0] if unbatched else y
 
 

@@ -46,3 +46,5 @@ def mistakes() -> None:
   train_state.TrainState.create(  # pyright: ignore[reportCallIssue]  (misspelled params=)
     apply_fn=Block(4).apply, parms={}, tx=optax.sgd(0.1)
   )
+  point = Point(x=1.0)
+  point.x = 2.0  # pyright: ignore[reportAttributeAccessIssue]  (frozen: use .replace)
