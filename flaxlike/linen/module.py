@@ -21,6 +21,7 @@ from flaxlike.linen._module.calls import compact as compact
 from flaxlike.linen._module.calls import compact_name_scope as compact_name_scope
 from flaxlike.linen._module.calls import nowrap as nowrap
 from flaxlike.linen._module.context import InterceptorContext as InterceptorContext
+from flaxlike.linen._module.context import context as _context  # noqa: F401
 from flaxlike.linen._module.context import disable_named_call as disable_named_call
 from flaxlike.linen._module.context import enable_named_call as enable_named_call
 from flaxlike.linen._module.context import intercept_methods as intercept_methods
@@ -31,6 +32,10 @@ from flaxlike.linen._module.functional import init_with_output as init_with_outp
 from flaxlike.linen._module.functional import merge_param as merge_param
 from flaxlike.linen._module.functional import share_scope as share_scope
 from flaxlike.linen._module.module_class import Module as Module
+
+# `_context` (above) is the per-thread call context under Linen's name,
+# flax.linen.module._context, as this module held it before the package split: code that
+# inspects the module stack reads it here.
 
 __all__ = [
   'Module',
