@@ -9,3 +9,8 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+# tests/typing/ is a sample of user code for the type checker (tests/test_typing.py runs
+# basedpyright over it); one file there holds deliberate mistakes, so pytest, which would
+# import every .py file for --doctest-modules, leaves the directory alone.
+collect_ignore = ['tests/typing']

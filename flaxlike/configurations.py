@@ -59,8 +59,22 @@ class Config:
   """Holds the current value of every flag; read flags as attributes.
 
   Flags are plain instance attributes so that reading one on a hot path (every module
-  method call reads ``flax_profile``) costs a single attribute lookup.
+  method call reads ``flax_profile``) costs a single attribute lookup. Each flag is
+  declared here too, so type checkers know ``config.flax_profile`` (tests/test_typing.py
+  keeps these declarations equal to ``_FLAG_DEFAULTS``).
+
+  Example:
+
+  >>> from flaxlike import config
+  >>> config.flax_return_frozendict
+  False
   """
+
+  flax_fix_rng_separator: bool
+  flax_return_frozendict: bool
+  flax_preserve_adopted_names: bool
+  flax_profile: bool
+  flax_max_repr_depth: int | None
 
   def __init__(self):
     for name, (default, _) in _FLAG_DEFAULTS.items():

@@ -160,7 +160,8 @@ class ScopeParamShapeError(FlaxlikeError):
       f'For parameter "{param_name}" in "{_path_text(scope_path)}", the given initializer '
       f'is expected to generate shape {tuple(init_shape)}, but the existing parameter it '
       f'received has shape {tuple(value_shape)}. The parameters were created for a '
-      'different configuration or input shape.'
+      'different configuration or input shape: re-run init with this configuration, or '
+      'load the parameters that were created for it.'
     )
 
 
@@ -286,10 +287,12 @@ class NameInUseError(FlaxlikeError):
   Fix: give them different names (``name=`` for submodules).
   """
 
-  def __init__(self, key_type: str, value: str, module_name: str):
+  def __init__(self, key_type: str, value: str, module_name: str, path: str | None = None):
+    where = f'Module {module_name} at {path}' if path else 'one module'
     super().__init__(
       f'Could not create {key_type} "{value}" in Module {module_name}: Name in use. '
-      'Params, variables and submodules of one module need distinct names.'
+      f'Params, variables and submodules of {where} need distinct names: rename one of '
+      'them (submodules take name=...).'
     )
 
 
@@ -299,19 +302,24 @@ class AssignSubModuleError(FlaxlikeError):
   Fix: create submodules in ``setup()``, or decorate the method with ``@nn.compact``.
   """
 
-  def __init__(self, cls: str):
+  def __init__(self, cls: str, parent_path: str | None = None):
+    where = f' (its parent is {parent_path})' if parent_path else ''
     super().__init__(
-      f'Submodule {cls} must be defined in `setup()` or in a method wrapped in `@compact`.'
+      f'Submodule {cls} must be defined in `setup()` or in a method wrapped in '
+      f'`@compact`{where}: move its construction into setup(), or decorate the method '
+      'that builds it with @nn.compact.'
     )
 
 
 class SetAttributeInModuleSetupError(FlaxlikeError):
   """``setup`` assigned to a dataclass field; fields are fixed at construction."""
 
-  def __init__(self):
+  def __init__(self, module_cls: str | None = None, attr_name: str | None = None):
+    where = f' ({module_cls}.{attr_name})' if module_cls and attr_name else ''
     super().__init__(
       'Module construction attributes are frozen: setup() may add new attributes but '
-      'not reassign dataclass fields.'
+      f'not reassign dataclass fields{where}. Pass the value when constructing the module, '
+      'or store what setup() derives from it under a new attribute name.'
     )
 
 
@@ -343,7 +351,10 @@ class ReservedModuleAttributeError(FlaxlikeError):
   """
 
   def __init__(self, annotations: Any):
-    super().__init__(f'properties `parent` and `name` are reserved: {annotations}')
+    super().__init__(
+      f'properties `parent` and `name` are reserved: {annotations}. Rename the field (every '
+      'Module already takes name= and parent= as keyword arguments).'
+    )
 
 
 class ApplyModuleInvalidMethodError(FlaxlikeError):
@@ -388,7 +399,10 @@ class CallUnbindOnUnboundModuleError(FlaxlikeError):
   """``unbind()`` was called on a module that is not bound."""
 
   def __init__(self):
-    super().__init__("Can't call `unbind()` on unbound modules.")
+    super().__init__(
+      "Can't call `unbind()` on unbound modules: only a module bound with "
+      'module.bind(variables) (or inside init/apply) has variables to give back.'
+    )
 
 
 class CallShareScopeOnUnboundModuleError(FlaxlikeError):
@@ -398,7 +412,10 @@ class CallShareScopeOnUnboundModuleError(FlaxlikeError):
   """
 
   def __init__(self):
-    super().__init__("Can't call `share_scope` on unbound modules.")
+    super().__init__(
+      "Can't call `share_scope` on unbound modules: call it from setup() or a @compact "
+      'method of the parent, where both modules are bound (inside init/apply or after bind).'
+    )
 
 
 class InvalidInstanceModuleError(FlaxlikeError):
@@ -420,22 +437,33 @@ class IncorrectPostInitOverrideError(FlaxlikeError):
   Fix: end your ``__post_init__`` with ``super().__post_init__()``.
   """
 
-  def __init__(self):
-    super().__init__('Overrode `.__post_init__()` without calling `super().__post_init__()`.')
+  def __init__(self, module_cls: str | None = None):
+    where = f' in {module_cls}' if module_cls else ''
+    super().__init__(
+      f'Overrode `.__post_init__()` without calling `super().__post_init__()`{where}: '
+      'call super().__post_init__() at the end of your __post_init__.'
+    )
 
 
 class DescriptorAttributeError(FlaxlikeError):
   """A property of a module raised AttributeError (often a typo inside the property)."""
 
-  def __init__(self):
-    super().__init__('Trying to access a property that is accessing a non-existent attribute.')
+  def __init__(self, module_cls: str | None = None, prop: str | None = None, cause: Any = None):
+    where = f' In {module_cls}.{prop}: {cause}' if module_cls and prop else ''
+    super().__init__(
+      'Trying to access a property that is accessing a non-existent attribute.'
+      f'{where} Fix the attribute name used inside the property.'
+    )
 
 
 class TransformedMethodReturnValueError(FlaxlikeError):
   """A lifted-transformed method returned a Module or a Variable, which cannot escape."""
 
   def __init__(self, name: str):
-    super().__init__(f'Transformed module method {name} cannot return Modules or Variables.')
+    super().__init__(
+      f'Transformed module method {name} cannot return Modules or Variables: return '
+      'arrays (or pytrees of them), and read variables or call submodules inside the method.'
+    )
 
 
 class TransformTargetError(FlaxlikeError):
@@ -446,7 +474,8 @@ class TransformTargetError(FlaxlikeError):
     super().__init__(
       'Linen transformations must be applied to Modules classes or functions taking a '
       'Module instance as the first argument. The provided target is not a Module class '
-      f'or callable: {target}'
+      f'or callable: {target}. Pass the class (nn.vmap(nn.Dense, ...)) or a function '
+      'fn(module, *args), not an instance.'
     )
 
 

@@ -24,7 +24,7 @@ def field(pytree_node: bool = True, *, metadata: dict | None = None, **kwargs):
   return dataclasses.field(metadata={'pytree_node': pytree_node, **(metadata or {})}, **kwargs)
 
 
-@dataclass_transform(field_specifiers=(field,))  # type: ignore[literal-required]
+@dataclass_transform(field_specifiers=(field,), frozen_default=True)  # type: ignore[literal-required]
 def dataclass(clz: type[_T] | None = None, **kwargs) -> Any:
   """Makes ``clz`` a frozen dataclass registered as a pytree with keys.
 
@@ -49,7 +49,8 @@ def dataclass(clz: type[_T] | None = None, **kwargs) -> Any:
   if '_flaxlike_dataclass' in clz.__dict__:
     return clz
   kwargs.setdefault('frozen', True)
-  data_clz = dataclasses.dataclass(**kwargs)(clz)
+  # Any: the class gains members (replace, the pytree registration) checkers cannot see.
+  data_clz: Any = dataclasses.dataclass(**kwargs)(clz)
   fields = [f for f in dataclasses.fields(data_clz)]
   data_names = tuple(f.name for f in fields if f.metadata.get('pytree_node', True))
   meta_names = tuple(f.name for f in fields if not f.metadata.get('pytree_node', True))
@@ -105,7 +106,7 @@ def dataclass(clz: type[_T] | None = None, **kwargs) -> Any:
   return data_clz
 
 
-@dataclass_transform(field_specifiers=(field,))  # type: ignore[literal-required]
+@dataclass_transform(field_specifiers=(field,), frozen_default=True)  # type: ignore[literal-required]
 class PyTreeNode:
   """Base class whose subclasses become ``struct.dataclass`` automatically.
 

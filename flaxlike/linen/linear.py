@@ -371,7 +371,7 @@ class Einsum(Module):
       bias_shape, broadcast_shape = _einsum_bias_shapes(einsum_str, jnp.ndim(inputs), kernel_shape)
       bias = self.param('bias', self.bias_init, bias_shape, self.param_dtype)
     else:
-      bias = None
+      bias, broadcast_shape = None, ()
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
     y = jnp.einsum(
       einsum_str,
@@ -526,6 +526,7 @@ class _Conv(Module):
           f'feature_group_count={self.feature_group_count}.'
         )
       kernel_shape = kernel_size + (in_features // self.feature_group_count, self.features)
+      out_spatial = ()  # one kernel for every output position
     else:
       if self.feature_group_count != 1:
         raise ValueError(

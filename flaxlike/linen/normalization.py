@@ -537,14 +537,16 @@ class GroupNorm(Module):
         '`num_groups` value of 32.'
       )
     channels = x.shape[-1]
-    if self.group_size is not None:
-      if channels % self.group_size != 0:
-        raise ValueError(
-          f'Number of channels ({channels}) is not multiple of the group size ({self.group_size}).'
-        )
-      num_groups = channels // self.group_size
-    else:
+    if self.num_groups is not None:
       num_groups = self.num_groups
+    else:
+      group_size = self.group_size
+      assert group_size is not None  # exactly one of the two is set (checked above)
+      if channels % group_size != 0:
+        raise ValueError(
+          f'Number of channels ({channels}) is not multiple of the group size ({group_size}).'
+        )
+      num_groups = channels // group_size
     if num_groups <= 0 or channels % num_groups != 0:
       raise ValueError(
         f'Number of groups ({num_groups}) does not divide the number of channels ({channels}).'
@@ -691,6 +693,11 @@ def _run_with_mapped_variables(
   included, which is why ``init`` returns the re-parametrized kernel.
   """
   outer = layer.scope
+  if outer is None:
+    raise ValueError(
+      f'{type(layer).__name__} wrapped for re-parametrization is unbound: call the wrapper '
+      'inside init/apply (or on a module bound with bind).'
+    )
   initializing = bool(outer.get_flag('initializing', False))
   writable = writable or initializing
 
@@ -804,7 +811,7 @@ class SpectralNorm(Module):
         raise ValueError(f'Input is {value.ndim}D but error_on_non_matrix is True')
       value = jnp.reshape(value, (-1, value.shape[-1]))
     # path[0] is the collection; the key names the variable inside the layer.
-    prefix = self.layer_instance.name + '/' + '/'.join(_key_name(p) for p in path[1:])
+    prefix = f'{self.layer_instance.name}/' + '/'.join(_key_name(p) for p in path[1:])
     u_name, sigma_name = prefix + '/u', prefix + '/sigma'
     col = self.collection_name
     u_key = None if self.has_variable(col, u_name) else self.make_rng('params')
@@ -817,6 +824,7 @@ class SpectralNorm(Module):
     for _ in range(self.n_steps):
       v0 = _l2_normalize(jnp.matmul(u0, value.T), eps=self.epsilon)
       u0 = _l2_normalize(jnp.matmul(v0, value), eps=self.epsilon)
+    assert v0 is not None  # n_steps >= 1: smaller counts returned above
     u0 = lax.stop_gradient(u0)
     v0 = lax.stop_gradient(v0)
     sigma = jnp.matmul(jnp.matmul(v0, value), u0.T)[0, 0]
@@ -882,7 +890,7 @@ class WeightNorm(Module):
 
   def _weight_normalize(self, path: Any, leaf: Any) -> Any:
     value = jnp.asarray(leaf)
-    str_path = self.layer_instance.name + '/' + '/'.join(_key_name(p) for p in path[1:])
+    str_path = f'{self.layer_instance.name}/' + '/'.join(_key_name(p) for p in path[1:])
     if self.variable_filter and not any(f in str_path for f in self.variable_filter):
       return value
     if self.feature_axes is None:

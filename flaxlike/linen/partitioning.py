@@ -43,8 +43,8 @@ from flaxlike.core.scope import CollectionFilter as CollectionFilter
 from flaxlike.core.scope import Filter, Variable, union_filters
 from flaxlike.core.scope import Filter as PRNGSequenceFilter
 from flaxlike.linen import spmd, transforms
+from flaxlike.linen._module.context import context as _module_context
 from flaxlike.linen.module import Module
-from flaxlike.linen.module import _context as _module_context
 from flaxlike.linen.spmd import LogicalRules as LogicalRules
 from flaxlike.linen.spmd import RulesFallback as RulesFallback
 from flaxlike.linen.spmd import get_logical_axis_rules as get_axis_rules

@@ -285,7 +285,9 @@ class OptimizedLSTMCell(RNNCellBase):
     kernels = [k for k, _ in params]
     kernel = jnp.concatenate(kernels, axis=-1)
     biases = [b for _, b in params]
-    bias = None if biases[0] is None else jnp.concatenate(biases, axis=-1)
+    # Every gate has a bias or none has.
+    present = [b for b in biases if b is not None]
+    bias = jnp.concatenate(present, axis=-1) if present else None
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = jnp.dot(x, kernel)
     if bias is not None:

@@ -19,8 +19,8 @@ import dataclasses
 import enum
 import io
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,11 @@ import numpy as np
 
 from flaxlike.core import meta
 from flaxlike.core.scope import DenyList, Filter
-from flaxlike.linen.module import Module, intercept_methods
+from flaxlike.linen._module.context import intercept_methods
+
+if TYPE_CHECKING:
+  # Module.tabulate imports this file, so the class is only named in annotations here.
+  from flaxlike.linen.module import Module
 
 try:  # optional: Linen's look when available, plain text otherwise
   import rich.console

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 
 from flaxlike import errors
 from flaxlike.core import lift
 from flaxlike.core.scope import Filter, Scope, Variable
-from flaxlike.linen import module as module_lib
-from flaxlike.linen._module_calls import _wrap_method
-from flaxlike.linen.module import Module
+from flaxlike.linen._module.calls import wrap_method
+from flaxlike.linen._module.module_class import Module, _unbind_field
+
+# What a class-or-function transform returns: the same kind of thing it was given (a
+# Module subclass for a class), so checkers keep the constructor's fields and types.
+Target = TypeVar('Target', bound=type[Module] | Callable[..., Any])
 
 broadcast = lift.broadcast
 In = lift.In
@@ -39,7 +42,7 @@ Out = lift.Out
 
 def _bind_clone(module: Module, scope: Scope, cls: type | None = None) -> Module:
   """A copy of ``module`` (as class ``cls``) bound to the inner scope of a transform."""
-  attrs = {f: module_lib._unbind_field(getattr(module, f)) for f in module._field_names}
+  attrs = {f: _unbind_field(getattr(module, f)) for f in module._field_names}
   attrs['name'] = module.name
   return (cls or type(module))(**attrs, parent=scope)
 
@@ -89,7 +92,7 @@ def _as_method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   call.__name__ = getattr(fn, '__name__', 'fn')
   call.compact = True  # type: ignore[attr-defined]
-  return _wrap_method(call)
+  return wrap_method(call)
 
 
 #################################################
@@ -188,7 +191,7 @@ def _simple(
 
 
 def vmap(
-  target: Any,
+  target: Target,
   variable_axes: Mapping[Filter, Any] = {},
   split_rngs: Mapping[Filter, bool] = {},
   in_axes: Any = 0,
@@ -198,7 +201,7 @@ def vmap(
   spmd_axis_name: Any = None,
   metadata_params: Mapping[str, Any] = {},
   methods: Any = None,
-) -> Any:
+) -> Target:
   """Vectorises a Module (class, method or ``fn(module, *args)``) with ``jax.vmap``.
 
   Args:
@@ -240,7 +243,7 @@ def vmap(
 
 
 def scan(
-  target: Any,
+  target: Target,
   variable_axes: Mapping[Filter, Any] = {},
   variable_broadcast: Filter = False,
   variable_carry: Filter = False,
@@ -255,7 +258,7 @@ def scan(
   methods: Any = None,
   _split_transpose: bool = False,
   check_constancy_invariants: bool = True,
-) -> Any:
+) -> Target:
   """Loops a Module over a sequence with ``jax.lax.scan``.
 
   The transformed method has the signature ``(module, carry, *xs) -> (carry, ys)``.
@@ -309,7 +312,7 @@ def _shift_argnums(argnums: int | Sequence[int], by: int) -> tuple[int, ...]:
 
 
 def checkpoint(
-  target: Any,
+  target: Target,
   variables: Filter = True,
   rngs: Filter = True,
   concrete: bool = False,
@@ -317,7 +320,7 @@ def checkpoint(
   static_argnums: int | Sequence[int] = (),
   policy: Callable[..., bool] | None = None,
   methods: Any = None,
-) -> Any:
+) -> Target:
   """Rematerialises a Module in the backward pass (``jax.checkpoint``).
 
   ``static_argnums`` count ``self`` as argument 0, as in Linen.
@@ -352,7 +355,7 @@ remat = checkpoint
 
 
 def jit(
-  target: Any,
+  target: Target,
   variables: Filter = True,
   rngs: Filter = True,
   static_argnums: int | Sequence[int] = (),
@@ -361,7 +364,7 @@ def jit(
   device: Any = None,
   backend: str | None = None,
   methods: Any = None,
-) -> Any:
+) -> Target:
   """Compiles a Module method with ``jax.jit``; the trace is cached across calls.
 
   The module's fields are part of the cache key (unhashable fields key by identity).
@@ -417,8 +420,8 @@ def jit(
 
 
 def fold_rngs(
-  target: Any, variables: Filter = True, rngs: Filter = True, methods: Any = None
-) -> Any:
+  target: Target, variables: Filter = True, rngs: Filter = True, methods: Any = None
+) -> Target:
   """Forks the RNG streams of a Module call the way ``nn.jit`` does, without compiling."""
 
   def builder(**kw):
@@ -430,11 +433,11 @@ def fold_rngs(
 
 
 def add_metadata_axis(
-  target: Any,
+  target: Target,
   variable_axes: Mapping[Filter, int] = {},
   metadata_params: Mapping[str, Any] = {},
   methods: Any = None,
-) -> Any:
+) -> Target:
   """Adds ``variable_axes`` axes to boxed metadata of a Module's variables, without mapping."""
 
   def builder(**kw):
@@ -451,7 +454,7 @@ def add_metadata_axis(
 
 
 def map_variables(
-  target: Any,
+  target: Target,
   mapped_collections: Filter = True,
   trans_in_fn: Callable[..., Any] = lambda x: x,
   trans_out_fn: Callable[..., Any] = lambda x: x,
@@ -460,7 +463,7 @@ def map_variables(
   rngs: Filter = True,
   variables: Filter = True,
   methods: Any = None,
-) -> Any:
+) -> Target:
   """Runs a Module on variables transformed by ``trans_in_fn`` (weight tying, masking).
 
   ``trans_in_fn``/``trans_out_fn`` receive ``{collection: subtree}`` of the mapped

@@ -7,7 +7,7 @@ Its state dict is ``{'step', 'params', 'opt_state'}`` in that order, as in Flax,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import optax
 
@@ -64,7 +64,7 @@ class TrainState(struct.PyTreeNode):
   @classmethod
   def create(
     cls, *, apply_fn: Callable, params: Any, tx: optax.GradientTransformation, **kwargs
-  ) -> Any:
+  ) -> Self:
     """Creates a state at step 0 with ``opt_state = tx.init(params)``."""
     params_opt = params['params'] if _OVERWRITE in params else params
     return cls(

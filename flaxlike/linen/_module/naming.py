@@ -16,8 +16,8 @@ attributes stay hashable.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from flaxlike.configurations import config
 from flaxlike.core.frozen_dict import FrozenDict
@@ -35,8 +35,8 @@ def map_modules(
   if isinstance(value, tuple) and hasattr(kind, '_fields'):  # namedtuple keeps its type
     return kind(*(map_modules(fn, v, is_module, f'{suffix}_{i}') for i, v in enumerate(value)))
   if kind is dict or kind is FrozenDict:
-    items = value._dict.items() if kind is FrozenDict else value.items()
-    mapped = {k: map_modules(fn, v, is_module, f'{suffix}_{k}') for k, v in items}
+    entries = cast(Mapping[Any, Any], value._dict if isinstance(value, FrozenDict) else value)
+    mapped = {k: map_modules(fn, v, is_module, f'{suffix}_{k}') for k, v in entries.items()}
     return FrozenDict(mapped, __unsafe_skip_copy__=True)
   return value
 

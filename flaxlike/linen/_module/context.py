@@ -85,12 +85,18 @@ def intercept_methods(interceptor: Callable[..., Any]) -> Iterator[None]:
     context.refresh_hooks()
 
 
-def _capture_filter(capture: Any) -> Callable[[Any, str], bool] | None:
+def _capture_filter(
+  capture: bool | Callable[[Any, str], bool] | None,
+) -> Callable[[Any, str], bool] | None:
   if capture is True:
-    return lambda module, method_name: method_name == '__call__'
+    return _is_call
   if callable(capture):
     return capture
   return None
+
+
+def _is_call(module: Any, method_name: str) -> bool:
+  return method_name == '__call__'
 
 
 def profiling_name(module: Any, method_name: str) -> str:

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from flaxlike import errors
 from flaxlike.configurations import config
-from flaxlike.linen._module_context import call_with_hooks
-from flaxlike.linen._module_context import context as _context
-from flaxlike.linen._module_state import _SetupState
+from flaxlike.linen._module.context import call_with_hooks
+from flaxlike.linen._module.context import context as _context
+from flaxlike.linen._module.state import _SetupState
 
 T = TypeVar('T')
 
@@ -99,7 +99,7 @@ _NEVER_WRAPPED = frozenset(
 )
 
 
-def _wrap_method(fun: Callable[..., Any]) -> Callable[..., Any]:
+def wrap_method(fun: Callable[..., Any]) -> Callable[..., Any]:
   """Wraps a user method with lazy setup, the module stack and compact-call bookkeeping."""
   method_name = fun.__name__
   is_compact = getattr(fun, 'compact', False)
@@ -150,11 +150,7 @@ def _wrap_name_scope_method(fun: Callable[..., Any]) -> Callable[..., Any]:
       self._try_setup()
     holder = self._state.name_scopes.get(method_name)
     if holder is None:
-      # Bound directly to a child scope: the method itself need not be compact.
-      from flaxlike.linen.module import _NameScope  # defined after Module; once per instance
-
-      holder = _NameScope(parent=self.scope.push(method_name), name=method_name)
-      self._state.name_scopes[method_name] = holder
+      holder = self._name_scope_holder(method_name)
     holder_state = holder._state
     recurrent = holder_state.in_compact_method
     holder_state.in_compact_method = True
@@ -174,6 +170,7 @@ def _wrap_name_scope_method(fun: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_property(prop: property) -> property:
   getter = prop.fget
+  prop_name = getattr(getter, '__name__', 'property')
 
   @functools.wraps(getter)  # type: ignore[arg-type]
   def fget(self):
@@ -184,7 +181,7 @@ def _wrap_property(prop: property) -> property:
     except AttributeError as e:
       # Module.__getattr__ would otherwise turn a typo inside the property into a
       # misleading "no attribute <property name>".
-      raise errors.DescriptorAttributeError() from e
+      raise errors.DescriptorAttributeError(type(self).__name__, prop_name, e) from e
 
   return property(fget, prop.fset, prop.fdel, prop.__doc__)
 
@@ -204,4 +201,4 @@ def wrap_class_methods(cls: type) -> None:
     if getattr(value, 'compact_name_scope', False):
       setattr(cls, name, _wrap_name_scope_method(value))
     else:
-      setattr(cls, name, _wrap_method(value))
+      setattr(cls, name, wrap_method(value))

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flaxlike import errors
-from flaxlike.linen._module_calls import wrap_class_methods
-from flaxlike.linen._module_state import _unspecified_parent
+from flaxlike.linen._module.calls import wrap_class_methods
+from flaxlike.linen._module.state import _unspecified_parent
 
 
 def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
@@ -17,7 +17,7 @@ def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
   def checked_init(self, *args, **kwargs):
     init(self, *args, **kwargs)
     if '_state' not in self.__dict__:
-      raise errors.IncorrectPostInitOverrideError()
+      raise errors.IncorrectPostInitOverrideError(type(self).__name__)
 
   return checked_init
 

@@ -1,0 +1,699 @@
+"""The ``Module`` class: construction, attributes, the variables API and the entry points.
+
+This is the top of the ``_module`` package; it imports the layers below it (state and
+context, method wrapping, naming, the dataclass transform) and nothing imports it back
+except the public face ``flaxlike.linen.module`` and the layers built on Modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Self, TypeVar
+
+import jax
+import jax.numpy as jnp
+from typing_extensions import dataclass_transform
+
+from flaxlike import errors
+from flaxlike.configurations import config
+from flaxlike.core import scope as core_scope
+from flaxlike.core.frozen_dict import FrozenDict
+from flaxlike.core.scope import DenyList, Filter, Scope, Variable, union_filters
+from flaxlike.linen import summary
+from flaxlike.linen._module import naming
+from flaxlike.linen._module.context import context as _context
+from flaxlike.linen._module.context import intercept_methods
+from flaxlike.linen._module.dataclass_transform import make_module_dataclass
+from flaxlike.linen._module.state import (
+  _ModuleState,
+  _SetupState,
+  _unspecified_parent,
+  _UnspecifiedParent,
+)
+
+T = TypeVar('T')
+PRNGKey = Any
+
+if typing.TYPE_CHECKING:
+  # Type checkers see a dataclass-transform base, so every subclass of Module is a
+  # dataclass to them and ``Module``'s own annotated ``name``/``parent`` below are
+  # inherited keyword-only fields. At run time Module derives from object alone: the
+  # dataclass transform is ``make_module_dataclass``, run in ``__init_subclass__``.
+  @dataclass_transform(field_specifiers=(dataclasses.field,))
+  class _ModuleBase:
+    # Declared here (on the transform base) so they are attributes, not fields.
+    scope: Scope | None
+    _state: _ModuleState
+    _field_names: tuple[str, ...]
+
+else:
+  _ModuleBase = object
+
+
+def _rebuild_module(cls: type, attrs: dict[str, Any]) -> Any:
+  return cls(**attrs)
+
+
+class Module(_ModuleBase):
+  """Base class of all neural-network modules.
+
+  Subclasses are dataclasses: declare hyperparameters as fields, and submodules and
+  variables either in ``setup()`` or inline in a ``@compact`` method. Every module also
+  takes the keyword-only ``name`` and ``parent`` arguments.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> import flaxlike as nn
+  >>> class Linear(nn.Module):
+  ...   features: int
+  ...   @nn.compact
+  ...   def __call__(self, x):
+  ...     w = self.param('w', nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+  ...     return x @ w
+  >>> variables = Linear(3).init(jax.random.key(0), jnp.ones((2, 4)))
+  >>> Linear(3, name='proj').apply(variables, jnp.ones((2, 4))).shape
+  (2, 3)
+  """
+
+  if typing.TYPE_CHECKING:
+    name: str | None = dataclasses.field(kw_only=True, default=None)
+    parent: Module | Scope | _UnspecifiedParent | None = dataclasses.field(
+      kw_only=True, default=None
+    )
+
+    # Lets checkers call a module held as ``nn.Module``; subclasses define the real one.
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+  scope = None
+  _field_names = ()
+
+  def __init_subclass__(cls, kw_only: bool = False, **kwargs: Any) -> None:
+    super().__init_subclass__(**kwargs)
+    make_module_dataclass(cls, Module, kw_only)
+
+  # -- construction ----------------------------------------------------------------
+
+  def __post_init__(self) -> None:
+    object.__setattr__(self, '_state', _ModuleState())
+    if self.parent is _unspecified_parent:
+      stack = _context.module_stack
+      object.__setattr__(self, 'parent', stack[-1] if stack else None)
+    self._attach_to_parent()
+
+  def _attach_to_parent(self) -> None:
+    """Names this module and pushes its scope, if its parent is bound."""
+    parent = self.parent
+    state = self._state
+    # An adopted clone was initialized unbound; while it attaches it adopts the modules
+    # in its own fields, which must see it as still initializing (nested adoption).
+    state.is_initialized = False
+    if parent is None:
+      state.is_initialized = True
+      return
+    if isinstance(parent, Module):
+      parent_state = parent._state
+      if parent_state.in_setup and self.name is None:
+        # Named by the setup attribute it is assigned to (naming.register_submodules).
+        state.is_initialized = True
+        return
+      if not (
+        parent_state.in_setup or parent_state.in_compact_method or not parent_state.is_initialized
+      ):
+        raise errors.AssignSubModuleError(type(self).__name__, _path_text(parent))
+      parent_scope = parent.scope
+      if parent_scope is None:
+        state.is_initialized = True
+        return
+      name = self.name
+      if name is None:
+        prefix = type(self).__name__
+        cursor = parent_state.autoname_cursor.get(prefix, 0)
+        name = f'{prefix}_{cursor}'
+        parent_state.autoname_cursor[prefix] = cursor + 1
+        object.__setattr__(self, 'name', name)
+      reuse = parent_state.in_setup and parent_state.setup_called is _SetupState.TRANSFORMED
+      if not reuse and name in parent_scope.reservations:
+        raise errors.NameInUseError(
+          'submodule', name, type(parent).__name__, parent_scope.path_text
+        )
+      parent_state.children[name] = self
+      object.__setattr__(self, 'scope', parent_scope.push(name, reuse=reuse))
+    elif isinstance(parent, Scope):
+      object.__setattr__(self, 'scope', parent)
+    else:
+      raise ValueError(
+        f'parent of {type(self).__name__} must be a Module, a Scope or None, got '
+        f'{type(parent).__name__}: pass parent=None for a top-level module, or leave it '
+        'out to attach to the module whose method is running.'
+      )
+    for field_name in self._field_names:
+      value = self.__dict__[field_name]
+      registered = naming.register_submodules(self, field_name, value, Module, state.adopted)
+      if registered is not value:
+        object.__setattr__(self, field_name, registered)
+    state.is_initialized = True
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    state = self.__dict__.get('_state')
+    if state is None or (not state.in_setup and not state.is_initialized):
+      object.__setattr__(self, name, value)
+      return
+    if not state.in_setup:
+      raise errors.SetAttributeFrozenModuleError(type(self).__name__, name, value)
+    if name in self._field_names:
+      raise errors.SetAttributeInModuleSetupError(type(self).__name__, name)
+    value = naming.register_submodules(self, name, value, Module, state.adopted)
+    object.__setattr__(self, name, value)
+
+  if not typing.TYPE_CHECKING:
+    # Hidden from checkers so that a misspelled attribute is still reported to users.
+
+    def __getattr__(self, name: str) -> Any:
+      # Only reached when normal lookup fails: maybe setup() defines it.
+      state = self.__dict__.get('_state')
+      if (
+        state is not None
+        and not name.startswith('__')
+        and not state.in_setup
+        and state.setup_called is not _SetupState.DONE
+        and self.__dict__.get('scope') is not None
+      ):
+        self._try_setup()
+        if name in self.__dict__:
+          return self.__dict__[name]
+      raise AttributeError(
+        f'"{type(self).__name__}" object has no attribute "{name}". If "{name}" is '
+        'defined in setup(), it exists only on bound modules (inside init/apply, or '
+        'after module.bind(variables)).'
+      )
+
+  def __reduce__(self):
+    attrs = {f: getattr(self, f) for f in self._field_names}
+    attrs['name'] = self.name
+    return (_rebuild_module, (type(self), attrs))
+
+  def _try_setup(self, shallow: bool = False) -> None:
+    """Runs ``setup`` once, on first use of a bound module."""
+    state = self._state
+    if state.in_setup or state.setup_called is _SetupState.DONE or self.scope is None:
+      return
+    state.in_setup = True
+    try:
+      if not shallow:
+        self.setup()
+        state.setup_called = _SetupState.DONE
+    finally:
+      state.in_setup = False
+
+  def _name_scope_holder(self, method_name: str) -> Module:
+    """The module whose scope holds the submodules of ``compact_name_scope`` method."""
+    # Bound directly to a child scope: the method itself need not be compact.
+    holder = _NameScope(
+      parent=self._bound_scope('call methods').push(method_name), name=method_name
+    )
+    self._state.name_scopes[method_name] = holder
+    return holder
+
+  def setup(self) -> None:
+    """Declares submodules and variables; runs lazily on a bound module's first use.
+
+    Override it instead of ``__init__``/``__post_init__`` to build submodules. Modules
+    assigned to attributes here are named after the attribute.
+    """
+
+  @property
+  def _initialization_allowed(self) -> bool:
+    state = self._state
+    return not state.is_initialized or state.in_setup or state.in_compact_method
+
+  # -- cloning ---------------------------------------------------------------------
+
+  def clone(self, *, parent: Any = None, _deep_clone: bool = False, **updates: Any) -> Self:
+    """Returns a copy with fields replaced by ``updates`` and the given parent.
+
+    Args:
+      parent: the parent of the copy (None: unbound).
+      **updates: new field values.
+    """
+    attrs = {f: getattr(self, f) for f in self._field_names}
+    if _deep_clone:
+      attrs = {k: _unbind_field(v) for k, v in attrs.items()}
+    attrs['name'] = self.name
+    attrs.update(updates)
+    attrs['parent'] = parent
+    return type(self)(**attrs)
+
+  def copy(
+    self, *, parent: Any = _unspecified_parent, name: str | None = None, **updates: Any
+  ) -> Self:
+    """A clone that attaches to the running module by default (use it in ``setup``)."""
+    return self.clone(parent=parent, name=name, **updates)
+
+  # -- variables -------------------------------------------------------------------
+
+  def _bound_scope(self, what: str) -> Scope:
+    scope = self.scope
+    if scope is None:
+      raise ValueError(
+        f"Can't {what} on unbound module {type(self).__name__}: use it inside init/apply "
+        'or after module.bind(variables).'
+      )
+    return scope
+
+  def param(
+    self,
+    name: str,
+    init_fn: Callable[..., T],
+    *init_args: Any,
+    unbox: bool = True,
+    **init_kwargs: Any,
+  ) -> T:
+    """Declares and returns parameter ``name`` of this module.
+
+    Args:
+      name: the parameter name (unique within this module).
+      init_fn: ``init_fn(key, *init_args, **init_kwargs)`` creates the value.
+      *init_args: further arguments of ``init_fn`` (usually the shape, then dtype).
+      unbox: strip ``AxisMetadata`` boxes from the returned value.
+
+    Returns:
+      The parameter value.
+    """
+    scope = self._bound_scope('create params')
+    if not self._initialization_allowed:
+      raise ValueError(
+        f'Parameters of {type(self).__name__} must be initialized in `setup()` or in a '
+        'method wrapped in `@compact`.'
+      )
+    if scope.name_reserved(name, 'params'):
+      raise errors.NameInUseError('param', name, type(self).__name__, scope.path_text)
+    return scope.param(name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+
+  def variable(
+    self,
+    col: str,
+    name: str,
+    init_fn: Callable[..., T] | None = None,
+    *init_args: Any,
+    unbox: bool = True,
+    **init_kwargs: Any,
+  ) -> Variable[T]:
+    """Declares variable ``name`` in collection ``col``; returns a ``Variable`` handle.
+
+    ``init_fn(*init_args)`` creates it when missing and ``col`` is mutable; it gets no
+    RNG key (call ``self.make_rng`` inside it if needed).
+    """
+    scope = self._bound_scope('create variables')
+    if not self._initialization_allowed:
+      raise ValueError(
+        f'Variables of {type(self).__name__} must be initialized in `setup()` or in a '
+        'method wrapped in `@compact`.'
+      )
+    if scope.name_reserved(name, col):
+      raise errors.NameInUseError('variable', name, type(self).__name__, scope.path_text)
+    return scope.variable(col, name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+
+  def has_variable(self, col: str, name: str) -> bool:
+    """Whether variable ``name`` exists in collection ``col`` of this module."""
+    return self._bound_scope('read variables').has_variable(col, name)
+
+  def get_variable(self, col: str, name: str, default: Any = None) -> Any:
+    """The value of variable ``name`` in ``col``, or ``default``."""
+    return self._bound_scope('read variables').get_variable(col, name, default)
+
+  def put_variable(self, col: str, name: str, value: Any) -> None:
+    """Sets variable ``name`` in collection ``col`` (which must be mutable)."""
+    self._bound_scope('write variables').put_variable(col, name, value)
+
+  def is_mutable_collection(self, col: str) -> bool:
+    """Whether collection ``col`` may be written in the current call."""
+    return self._bound_scope('inspect collections').is_mutable_collection(col)
+
+  def is_initializing(self) -> bool:
+    """True inside ``init``/``init_with_output``."""
+    return bool(self._bound_scope('inspect the call').get_flag('initializing', False))
+
+  def has_rng(self, name: str) -> bool:
+    """Whether RNG stream ``name`` was given to this call."""
+    return self._bound_scope('use RNGs').has_rng(name)
+
+  def make_rng(self, name: str = 'params') -> jax.Array:
+    """Draws a fresh key from RNG stream ``name`` (falls back to ``'params'``)."""
+    return self._bound_scope('use RNGs').make_rng(name)
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """A copy of this module's variables, by collection."""
+    return self._bound_scope('access variables').variables()
+
+  @property
+  def path(self) -> tuple[str, ...]:
+    """The names from the root module to this one."""
+    return self._bound_scope('access the path').path
+
+  def sow(
+    self,
+    col: str,
+    name: str,
+    value: Any,
+    reduce_fn: Callable[[Any, Any], Any] = lambda xs, x: xs + (x,),
+    init_fn: Callable[[], Any] = lambda: (),
+  ) -> bool:
+    """Stores an intermediate value in collection ``col`` when it is mutable.
+
+    By default values are appended to a tuple, so calling a module twice records both.
+
+    Returns:
+      Whether the value was stored.
+    """
+    scope = self._bound_scope('sow')
+    if not scope.is_mutable_collection(col):
+      return False
+    if not scope.has_variable(col, name):
+      scope.reserve(name, col)
+      scope.put_variable(col, name, reduce_fn(init_fn(), value))
+    else:
+      scope.put_variable(col, name, reduce_fn(scope.get_variable(col, name), value))
+    return True
+
+  def perturb(self, name: str, value: T, collection: str = 'perturbations') -> T:
+    """Adds a zero-valued variable to ``value`` so gradients w.r.t. it can be taken.
+
+    ``init`` creates the zeros; differentiating ``apply`` with respect to the
+    ``perturbations`` collection gives the gradient of the loss at this intermediate.
+    """
+    scope = self._bound_scope('perturb')
+    if scope.is_mutable_collection(collection) and not scope.has_variable(collection, name):
+      scope.reserve(name, collection)
+      zeros = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x, dtype=jnp.result_type(x)), value)
+      scope.put_variable(collection, name, zeros)
+    if not scope.is_collection_empty(collection):
+      if not scope.has_variable(collection, name):
+        raise ValueError(
+          f'Perturbation collection "{collection}" was passed in, but it has no variable '
+          f'"{name}" at {scope.path_text}: call init (or apply with '
+          f'mutable=["{collection}"]) to create it first.'
+        )
+      value = jax.tree_util.tree_map(jnp.add, value, scope.get_variable(collection, name))
+    return value
+
+  # -- init / apply ----------------------------------------------------------------
+
+  def _resolve_method(self, method: Any) -> Callable[..., Any]:
+    if method is None:
+      method = '__call__'
+    if isinstance(method, str):
+      fn = getattr(type(self), method, None)
+      if fn is None or not callable(fn):
+        raise errors.ApplyModuleInvalidMethodError(method)
+      return fn
+    if inspect.ismethod(method) and isinstance(method.__self__, Module):
+      return method.__func__
+    if callable(method):
+      return method
+    raise errors.ApplyModuleInvalidMethodError(method)
+
+  def _run_bound(self, root: Scope, method: Any, capture: Any, args: tuple, kwargs: dict) -> Any:
+    """Runs ``method`` on a clone of this module bound to ``root``, then retires ``root``."""
+    fn = self._resolve_method(method)
+    module = self.clone(parent=root, _deep_clone=True)
+    _context.capture_stack.append(capture)
+    if capture:
+      _context.refresh_hooks()
+    try:
+      return fn(module, *args, **kwargs)
+    finally:
+      _context.capture_stack.pop()
+      if capture:
+        _context.refresh_hooks()
+      root.invalidate()
+
+  def apply(
+    self,
+    variables: Mapping[str, Any],
+    *args: Any,
+    rngs: Mapping[str, PRNGKey] | None = None,
+    method: Callable[..., Any] | str | None = None,
+    mutable: Filter = False,
+    capture_intermediates: bool | Callable[[Module, str], bool] = False,
+    **kwargs: Any,
+  ) -> Any:
+    """Runs ``method`` (``__call__`` by default) with the given variables.
+
+    Args:
+      variables: ``{collection: {...}}``, e.g. the output of ``init``.
+      *args: positional arguments of the method.
+      rngs: RNG streams, e.g. ``{'dropout': key}``.
+      method: a method name, a method of this class, or ``fn(module, *args)``.
+      mutable: the collections that may change; when not False the updated
+        collections are returned too.
+      capture_intermediates: True to record every ``__call__`` output in
+        ``intermediates``, or a filter ``fn(module, method_name) -> bool``.
+      **kwargs: keyword arguments of the method.
+
+    Returns:
+      The method's output, or ``(output, updated_collections)`` when ``mutable``.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> model = nn.Dense(2)
+    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> model.apply(variables, jnp.ones((1, 3))).shape
+    (1, 2)
+    """
+    _check_instance(self)
+    if capture_intermediates:
+      mutable = union_filters(mutable, 'intermediates')
+    root = core_scope.bind(variables, rngs=rngs, mutable=mutable)
+    y = self._run_bound(root, method, capture_intermediates, args, kwargs)
+    if mutable is False:
+      return y
+    return y, core_scope._finish(root.mutable_variables())
+
+  def init_with_output(
+    self,
+    rngs: PRNGKey | Mapping[str, PRNGKey],
+    *args: Any,
+    method: Callable[..., Any] | str | None = None,
+    mutable: Filter = DenyList('intermediates'),
+    capture_intermediates: bool | Callable[[Module, str], bool] = False,
+    **kwargs: Any,
+  ) -> tuple[Any, dict[str, Any]]:
+    """Like ``init`` but also returns the method's output: ``(output, variables)``."""
+    _check_instance(self)
+    if capture_intermediates:
+      mutable = union_filters(mutable, 'intermediates')
+    root = core_scope.bind(
+      {}, rngs=core_scope._rngs_from_init_arg(rngs), mutable=mutable, flags={'initializing': True}
+    )
+    y = self._run_bound(root, method, capture_intermediates, args, kwargs)
+    return y, core_scope._finish(root.mutable_variables())
+
+  def init(
+    self,
+    rngs: PRNGKey | Mapping[str, PRNGKey],
+    *args: Any,
+    method: Callable[..., Any] | str | None = None,
+    mutable: Filter = DenyList('intermediates'),
+    capture_intermediates: bool | Callable[[Module, str], bool] = False,
+    **kwargs: Any,
+  ) -> dict[str, Any]:
+    """Creates the module's variables by running ``method`` on example inputs.
+
+    Args:
+      rngs: a PRNG key (the ``'params'`` stream) or a dict of keys per stream.
+      *args: example inputs of the method.
+      method: the method to run (``__call__`` by default).
+      mutable: collections to create; ``intermediates`` is left out by default.
+      capture_intermediates: as in ``apply``.
+      **kwargs: keyword arguments of the method.
+
+    Returns:
+      ``{collection: {...}}`` as plain nested dicts, in creation order.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> variables = nn.Dense(2).init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> {name: p.shape for name, p in variables['params'].items()}
+    {'kernel': (3, 2), 'bias': (2,)}
+    """
+    _check_instance(self)
+    return self.init_with_output(
+      rngs,
+      *args,
+      method=method,
+      mutable=mutable,
+      capture_intermediates=capture_intermediates,
+      **kwargs,
+    )[1]
+
+  def lazy_init(
+    self,
+    rngs: PRNGKey | Mapping[str, PRNGKey],
+    *args: Any,
+    method: Callable[..., Any] | str | None = None,
+    mutable: Filter = DenyList('intermediates'),
+    **kwargs: Any,
+  ) -> dict[str, Any]:
+    """Creates the variables from input shapes only; inputs may be ``ShapeDtypeStruct``.
+
+    Raises:
+      LazyInitError: when a variable depends on input values rather than shapes.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> x = jax.ShapeDtypeStruct((1, 3), jnp.float32)
+    >>> nn.Dense(2).lazy_init(jax.random.key(0), x)['params']['kernel'].shape
+    (3, 2)
+    """
+    _check_instance(self)
+
+    def scope_fn(root, *a, **k):
+      return self._run_bound(root, method, False, a, k)
+
+    return core_scope.lazy_init(scope_fn, mutable=mutable)(rngs, *args, **kwargs)
+
+  def module_paths(
+    self,
+    rngs: PRNGKey | Mapping[str, PRNGKey],
+    *args: Any,
+    mutable: Filter = DenyList('intermediates'),
+    **kwargs: Any,
+  ) -> dict[str, Module]:
+    """Maps the path of every module that ``init`` would call to an unbound copy of it.
+
+    The root is ``''``; children are ``'Dense_0'``, ``'Block_0/Dense_1'``. Only shapes
+    are computed (under ``jax.eval_shape``).
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     return nn.Dense(2)(x)
+    >>> list(Net().module_paths(jax.random.key(0), jnp.ones((1, 3))))
+    ['', 'Dense_0']
+    """
+    _check_instance(self)
+    found: dict[str, Module] = {}
+
+    def record(next_fun, call_args, call_kwargs, ctx):
+      path = '/'.join(ctx.module.scope.path)
+      if path not in found:
+        found[path] = ctx.module
+      return next_fun(*call_args, **call_kwargs)
+
+    with intercept_methods(record):
+      jax.eval_shape(lambda r: self.init(r, *args, mutable=mutable, **kwargs), rngs)
+    return {path: m.clone(parent=None, _deep_clone=True) for path, m in found.items()}
+
+  def tabulate(self, rngs: PRNGKey | Mapping[str, PRNGKey], *args: Any, **kwargs: Any) -> str:
+    """A plain-text summary table of this module on ``args``; see ``nn.tabulate``.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> table = nn.Dense(2).tabulate(jax.random.key(0), jnp.ones((1, 3)))
+    >>> 'Total Parameters: 8' in table
+    True
+    """
+    return summary.module_tabulate(self, rngs, *args, **kwargs)
+
+  def bind(
+    self,
+    variables: Mapping[str, Any],
+    *args: Any,
+    rngs: Mapping[str, PRNGKey] | None = None,
+    mutable: Filter = False,
+  ) -> Self:
+    """Returns a copy bound to ``variables``, for interactive use outside ``apply``.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> model = nn.Dense(2)
+    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> model.bind(variables)(jnp.ones((1, 3))).shape
+    (1, 2)
+    """
+    _check_instance(self)
+    root = core_scope.bind(variables, rngs=rngs, mutable=mutable)
+    return self.clone(parent=root, _deep_clone=True)
+
+  def unbind(self) -> tuple[Self, dict[str, Any]]:
+    """Returns ``(unbound copy, variables)`` of a bound module.
+
+    Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flaxlike as nn
+    >>> variables = nn.Dense(2).init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> module, unbound_vars = nn.Dense(2).bind(variables).unbind()
+    >>> module.scope is None, list(unbound_vars['params'])
+    (True, ['kernel', 'bias'])
+    """
+    if self.scope is None:
+      raise errors.CallUnbindOnUnboundModuleError()
+    self._try_setup()
+    return self.clone(parent=None, _deep_clone=True), self.variables
+
+  # -- repr ------------------------------------------------------------------------
+
+  def __repr__(self) -> str:
+    return _module_repr(self)
+
+
+class _NameScope(Module):
+  """The sub-scope holder of a ``compact_name_scope`` method (no variables of its own)."""
+
+
+def _check_instance(module: Any) -> None:
+  if not isinstance(module, Module):
+    raise errors.InvalidInstanceModuleError()
+
+
+def _path_text(module: Module) -> str:
+  """Where ``module`` sits, for error messages: its scope path, or its class if unbound."""
+  scope = module.scope
+  return scope.path_text if scope is not None else f'unbound {type(module).__name__}'
+
+
+def _unbind_field(value: Any) -> Any:
+  """Detaches modules held in a field so a fresh binding adopts them again."""
+  if isinstance(value, Module):
+    if value.parent is None:
+      return value
+    return value.clone(parent=None, _deep_clone=True)
+  if type(value) in (list, tuple, dict, FrozenDict):
+    return naming.map_modules(lambda _, m: _unbind_field(m), value, lambda v: isinstance(v, Module))
+  return value
+
+
+def _module_repr(module: Module, depth: int = 0) -> str:
+  max_depth = config.flax_max_repr_depth
+  cls_name = type(module).__name__
+  if max_depth is not None and depth >= max_depth:
+    return f'{cls_name}(...)'
+  lines = []
+  for field_name in module._field_names:
+    value = getattr(module, field_name)
+    text = _module_repr(value, depth + 1) if isinstance(value, Module) else repr(value)
+    lines.append(f'{field_name} = {text}')
+  if not lines:
+    return f'{cls_name}()'
+  body = '\n'.join('    ' + line.replace('\n', '\n    ') for line in ['# attributes', *lines])
+  return f'{cls_name}(\n{body}\n)'
