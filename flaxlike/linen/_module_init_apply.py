@@ -18,9 +18,9 @@ from flaxlike.core import scope as core_scope
 from flaxlike.core.scope import DenyList, Filter, Scope, union_filters
 from flaxlike.linen._module_context import context as _context
 from flaxlike.linen._module_context import intercept_methods
+from flaxlike.typing import PRNGKey
 
 T = TypeVar('T')
-PRNGKey = Any
 
 
 class InitApplyMixin:

@@ -50,10 +50,9 @@ from flaxlike.linen._module_state import (
   _unspecified_parent,
   _UnspecifiedParent,
 )
+from flaxlike.typing import PRNGKey
 
 T = TypeVar('T')
-PRNGKey = Any
-Array = Any
 
 
 def _rebuild_module(cls: type, attrs: dict[str, Any]) -> Any:

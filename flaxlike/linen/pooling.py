@@ -13,8 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-Array = Any
-PaddingLike = str | Sequence[tuple[int, int]]
+from flaxlike.typing import Array, LaxPadding
 
 
 def pool(
@@ -23,7 +22,7 @@ def pool(
   reduce_fn: Callable[[Any, Any], Any],
   window_shape: Sequence[int],
   strides: Sequence[int] | None,
-  padding: PaddingLike,
+  padding: LaxPadding,
 ) -> Array:
   """Reduces each window of ``inputs`` with ``reduce_fn``, starting from ``init``.
 
@@ -83,7 +82,7 @@ def avg_pool(
   inputs: Array,
   window_shape: Sequence[int],
   strides: Sequence[int] | None = None,
-  padding: PaddingLike = 'VALID',
+  padding: LaxPadding = 'VALID',
   count_include_pad: bool = True,
 ) -> Array:
   """Averages over windows.
@@ -125,7 +124,7 @@ def max_pool(
   inputs: Array,
   window_shape: Sequence[int],
   strides: Sequence[int] | None = None,
-  padding: PaddingLike = 'VALID',
+  padding: LaxPadding = 'VALID',
 ) -> Array:
   """Takes the maximum over windows (padding never wins).
 
@@ -143,7 +142,7 @@ def min_pool(
   inputs: Array,
   window_shape: Sequence[int],
   strides: Sequence[int] | None = None,
-  padding: PaddingLike = 'VALID',
+  padding: LaxPadding = 'VALID',
 ) -> Array:
   """Takes the minimum over windows (padding never wins).
 
