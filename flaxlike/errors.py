@@ -546,3 +546,48 @@ class CorruptCheckpointError(MsgpackDecodeError):
       're-copy it, restore an older step, or pass fallback_to_good=True to '
       'restore_checkpoint.',
     )
+
+
+#################################################
+# Cursor errors
+#################################################
+
+
+class CursorFindError(FlaxlikeError):
+  """``Cursor.find`` found no object, or more than one, for which ``cond_fn`` is True.
+
+  Fix: make ``cond_fn`` match exactly one path (e.g. test the full ``'/'``-joined path),
+  or use ``Cursor.find_all`` to visit every match.
+  """
+
+  def __init__(self, cursor: Any = None, cursor2: Any = None):
+    if cursor is not None and cursor2 is not None:
+      super().__init__(
+        'More than one object found given the conditions of the cond_fn. The first two '
+        f'objects found have the following paths: {cursor._path} and {cursor2._path}. '
+        'Make cond_fn match one path, or use find_all to visit every match.'
+      )
+    else:
+      super().__init__(
+        'No object found given the conditions of the cond_fn. cond_fn(path, value) is '
+        "called on every node below the root with a '/'-joined path such as 'Dense_0/bias'."
+      )
+
+
+class TraverseTreeError(FlaxlikeError):
+  """A tree traversal got both or neither of ``update_fn`` and ``cond_fn``.
+
+  ``Cursor.apply_update`` passes an ``update_fn`` and ``Cursor.find_all`` a ``cond_fn``;
+  exactly one of them must be given.
+  """
+
+  def __init__(self, update_fn: Any, cond_fn: Any):
+    if update_fn is None and cond_fn is None:
+      super().__init__(
+        'Both update_fn and cond_fn are None. Exactly one of them must be None. Pass '
+        'an update_fn (apply_update) or a cond_fn (find_all).'
+      )
+    else:
+      super().__init__(
+        'Both update_fn and cond_fn are not None. Exactly one of them must be not None.'
+      )
