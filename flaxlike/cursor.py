@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from flaxlike.core.frozen_dict import FrozenDict
-from flaxlike.errors import CursorFindError, TraverseTreeError
+from flaxlike.errors import CursorFindError, CursorIterationError, TraverseTreeError
 
 __all__ = ['cursor', 'Cursor', 'AccessType', 'ParentKey']
 
@@ -346,19 +346,16 @@ class Cursor(Generic[A]):
   def __len__(self):
     return len(self._obj)
 
-  def _check_sequence(self, what: str) -> None:
+  def _check_sequence(self, method: str) -> None:
     if not isinstance(self._obj, (tuple, list)):
-      raise TypeError(
-        f'{what} is only implemented for cursors of tuples and lists, not type '
-        f'{type(self._obj)}. Walk a dict with c[key] or c.find_all(...).'
-      )
+      raise CursorIterationError(method, type(self._obj))
 
   def __iter__(self):
-    self._check_sequence('__iter__ method')
+    self._check_sequence('__iter__')
     return (self[i] for i in range(len(self._obj)))
 
   def __reversed__(self):
-    self._check_sequence('__reversed__ method')
+    self._check_sequence('__reversed__')
     return (self[i] for i in range(len(self._obj) - 1, -1, -1))
 
   # Operators act on the wrapped value, so ``c[k] += 1`` reads, adds and records.

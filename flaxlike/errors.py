@@ -564,8 +564,8 @@ class CursorFindError(FlaxlikeError):
     if cursor is not None and cursor2 is not None:
       super().__init__(
         'More than one object found given the conditions of the cond_fn. The first two '
-        f'objects found have the following paths: {cursor._path} and {cursor2._path}. '
-        'Make cond_fn match one path, or use find_all to visit every match.'
+        f'objects found have the following paths: {cursor._path} and {cursor2._path} '
+        '(make cond_fn match one path, or use find_all to visit every match).'
       )
     else:
       super().__init__(
@@ -591,3 +591,20 @@ class TraverseTreeError(FlaxlikeError):
       super().__init__(
         'Both update_fn and cond_fn are not None. Exactly one of them must be not None.'
       )
+
+
+class CursorIterationError(FlaxlikeError, TypeError, NotImplementedError):
+  """Iterating (``for child in c``, ``reversed(c)``) over a cursor that wraps neither a
+  tuple nor a list.
+
+  It is a ``TypeError`` (the object is not a sequence) and, as in Flax, a
+  ``NotImplementedError``, so either ``except`` clause catches it.
+
+  Fix: walk a dict by key (``c[key]``), or visit nodes with ``c.find_all(cond_fn)``.
+  """
+
+  def __init__(self, method: str, obj_type: type):
+    super().__init__(
+      f'{method} method only implemented for tuples and lists, not type {obj_type}. Walk a '
+      f'dict by key (c[key]) or visit its nodes with c.find_all(cond_fn).'
+    )

@@ -1,17 +1,18 @@
 """Keeps flaxlike's own frames out of the tracebacks users read, as ``flax.traceback_util``.
 
-When an error is raised inside a JAX transform (``jax.jit``, ``jax.grad``, ...), JAX
-removes its internal frames from the traceback so that it ends in user code. flaxlike
-registers its source directory with that filter when it is imported, so the frames of
-``Module.apply``, the layers and the lifted transforms are removed too. The original
-traceback is still there with ``JAX_TRACEBACK_FILTERING=off``.
+JAX's API functions (``jax.jit``, ``jax.grad``, ...) are "API boundaries": an error raised
+below one gets a traceback with JAX's internal frames removed, so that it ends in user
+code. A Module's ``init``, ``init_with_output``, ``apply``, ``bind`` and ``lazy_init`` are
+boundaries too, as in Linen, and flaxlike registers its source directory with JAX's
+filter when it is imported, so the frames of the Module machinery, the layers and the
+lifted transforms are removed as well. JAX adds a note saying so to the exception; set
+``JAX_TRACEBACK_FILTERING=off`` to see every frame.
 
 The ``flax_filter_frames`` config flag (default on; ``FLAX_FILTER_FRAMES=0`` in the
 environment turns it off at import) says whether flaxlike's frames are hidden;
 ``show_flaxlike_in_tracebacks()``/``hide_flaxlike_in_tracebacks()`` (or Flax's names
 ``show_flax_in_tracebacks``/``hide_flax_in_tracebacks``) flip it at run time, as does
-``flaxlike.config.update('flax_filter_frames', ...)``. Errors raised outside any JAX
-transform are plain Python exceptions with their full traceback.
+``flaxlike.config.update('flax_filter_frames', ...)``.
 
 Example:
 

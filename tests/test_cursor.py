@@ -150,7 +150,7 @@ def test_find_and_find_all():
     cursor(params).find(lambda path, value: 'Dense_9' in path)
   with pytest.raises(
     CursorFindError,
-    match=r"More than one object found.*\['Dense_0'\] and \['Dense_1'\]",
+    match=r"More than one object found.*\['Dense_0'\] and \['Dense_1'\] \(make cond_fn",
   ):
     cursor(params).find(lambda path, value: 'Dense' in path)
 
@@ -171,8 +171,13 @@ def test_iteration_len_and_operators():
   assert c.build() == ((1, -2), [3, -4])
   assert [child._obj for child in reversed(cursor([1, 2, 3]))] == [3, 2, 1]
   assert len(cursor({'a': 1, 'b': 2})) == 2
-  with pytest.raises(TypeError, match='only implemented for cursors of tuples and lists'):
+  with pytest.raises(
+    TypeError,
+    match="__iter__ method only implemented for tuples and lists, not type <class 'dict'>",
+  ):
     iter(cursor({'a': 1}))
+  with pytest.raises(NotImplementedError, match='__reversed__ method only implemented'):
+    reversed(cursor({'a': 1}))
   v = cursor(7)
   assert (v + 1, 1 + v, v - 2, 10 - v, v * 2, v // 2, v % 4, v**2, -v, abs(v)) == (
     8,

@@ -177,6 +177,26 @@ def test_flaxlike_frames_are_hidden_from_filtered_tracebacks():
   assert flaxlike.config.flax_filter_frames
 
 
+def test_errors_from_init_and_apply_end_in_user_code_without_a_jax_transform():
+  class Broken(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      raise ValueError('user bug')
+
+  def frames():
+    with pytest.raises(ValueError, match='user bug') as info:
+      Broken().init(jax.random.key(0), jnp.ones(2))
+    return [frame.filename for frame in traceback.extract_tb(info.value.__traceback__)]
+
+  files = frames()
+  assert files[-1] == __file__ and not [f for f in files if f.startswith(PACKAGE_DIR)]
+  try:
+    traceback_util.show_flaxlike_in_tracebacks()
+    assert any(f.startswith(PACKAGE_DIR + 'linen') for f in frames())
+  finally:
+    traceback_util.hide_flaxlike_in_tracebacks()
+
+
 # nn.meta
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import jax
 
-from flaxlike import errors
+from flaxlike import errors, traceback_util
 from flaxlike.core import scope as core_scope
 from flaxlike.core.scope import DenyList, Filter, Scope, union_filters
 from flaxlike.linen._module_context import context as _context
@@ -27,6 +27,9 @@ class InitApplyMixin:
   """The entry points of a Module; see ``flaxlike.linen.module.Module``."""
 
   # -- init / apply ----------------------------------------------------------------
+
+  # The entry points are JAX API boundaries, as in Linen: an error raised below them gets
+  # a traceback with JAX's and flaxlike's frames removed (see flaxlike.traceback_util).
 
   def _resolve_method(self, method: Any) -> Callable[..., Any]:
     if method is None:
@@ -56,6 +59,7 @@ class InitApplyMixin:
         _context.refresh_hooks()
       root.invalidate()
 
+  @traceback_util.api_boundary
   def apply(
     self,
     variables: Mapping[str, Any],
@@ -91,6 +95,7 @@ class InitApplyMixin:
       return y
     return y, core_scope._finish(root.mutable_variables())
 
+  @traceback_util.api_boundary
   def init_with_output(
     self,
     rngs: Any,
@@ -110,6 +115,7 @@ class InitApplyMixin:
     y = self._run_bound(root, method, capture_intermediates, args, kwargs)
     return y, core_scope._finish(root.mutable_variables())
 
+  @traceback_util.api_boundary
   def init(
     self,
     rngs: Any,
@@ -142,6 +148,7 @@ class InitApplyMixin:
       **kwargs,
     )[1]
 
+  @traceback_util.api_boundary
   def lazy_init(
     self,
     rngs: Any,
@@ -200,6 +207,7 @@ class InitApplyMixin:
 
     return summary.module_tabulate(self, rngs, *args, **kwargs)
 
+  @traceback_util.api_boundary
   def bind(
     self: T,
     variables: Mapping[str, Any],
