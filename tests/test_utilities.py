@@ -271,7 +271,7 @@ def test_typed_keys_and_metric_objects_live_in_train_state():
   assert jax.random.key_data(state.rng).tolist() == jax.random.key_data(rng).tolist()
   text = repr(state)
   assert 'rng=Array((), dtype=key<fry>) overlaying:' in text and 'metrics=Average(' in text
-  # Checkpoint the key as its data (msgpack has no key dtype, in Flax as here) and rewrap it.
+  # Checkpoint the key as its data (Flax's msgpack has no key encoding) and rewrap it.
   saved = serialization.to_bytes({'rng': jax.random.key_data(state.rng), 'metrics': state.metrics})
   target = {'rng': jax.random.key_data(jax.random.key(9)), 'metrics': Average.empty()}
   restored = serialization.from_bytes(target, saved)
