@@ -7,7 +7,8 @@ Large: 100M float32 parameters (400 MB) in 200 arrays, the tree of the performan
 to_bytes/from_bytes against ``bytes(buffer)``, one copy of the same total size into a
 fresh buffer (``--params`` picks another size). Peak memory is the most bytes allocated at
 once during a call, result included, as a multiple of the data size. Small: 20,000 tiny
-arrays, cost per array. Implementations alternate within each repetition; the table shows
+arrays, cost per array, as numpy arrays and as ``jax.Array`` leaves (whose cost is mostly
+the conversion of each to a host numpy array). Implementations alternate within each repetition; the table shows
 medians.
 
 A fresh 400 MB buffer costs page faults unless the allocator keeps freed memory, which
@@ -27,6 +28,8 @@ import sys
 import time
 import tracemalloc
 
+import jax
+import jax.numpy as jnp
 import msgpack
 import numpy as np
 
@@ -80,6 +83,7 @@ def measure(params: int) -> None:
   nbytes = sum(a.nbytes for a in large.values())
   flat = np.concatenate(list(large.values()))
   small = {f'p{i}': np.full(3, i, np.float32) for i in range(SMALL_COUNT)}
+  small_jax = jax.block_until_ready({k: jnp.asarray(v) for k, v in small.items()})
   small_raw = [b'x' * 12 for _ in range(SMALL_COUNT)]
 
   encoded = serialization.to_bytes(large)
@@ -92,12 +96,14 @@ def measure(params: int) -> None:
   small_cases = {
     'msgpack.packb 20k bin items': lambda: msgpack.packb(small_raw),
     'flaxlike to_bytes': lambda: serialization.to_bytes(small),
+    'flaxlike to_bytes, jax.Array': lambda: serialization.to_bytes(small_jax),
     'flaxlike from_bytes': lambda: serialization.from_bytes(None, encoded_small),
   }
   if flax_serialization is not None:
     cases['flax to_bytes'] = lambda: flax_serialization.to_bytes(large)
     cases['flax from_bytes'] = lambda: flax_serialization.msgpack_restore(encoded)
     small_cases['flax to_bytes'] = lambda: flax_serialization.to_bytes(small)
+    small_cases['flax to_bytes, jax.Array'] = lambda: flax_serialization.to_bytes(small_jax)
     small_cases['flax from_bytes'] = lambda: flax_serialization.msgpack_restore(encoded_small)
 
   kept = all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())

@@ -30,6 +30,10 @@ def _corpus() -> list[bytes]:
       [{'a': np.arange(3, dtype=np.float32)}, 1 + 2j, np.float32(1), [[[]]], {1: b'x'}]
     )
   )
+  # A map with a repeated key: msgpack keeps the last value, so mutations of the first one
+  # test that both readers still judge the value msgpack discards.
+  first = serialization.msgpack_serialize([[np.int8(1)], {'t': 1 + 2j}], in_place=True)
+  docs.append(b'\x82\xa1a' + first + b'\xa1a' + serialization.msgpack_serialize(np.float32(2)))
   return docs
 
 

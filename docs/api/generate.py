@@ -58,6 +58,8 @@ PAGES = (
   Page('flaxlike.linen.transforms', 'transforms', 'Modules'),
   Page('flaxlike.linen.summary', 'summary', 'Modules'),
   Page('flaxlike.linen.spmd', 'spmd', 'Modules'),
+  Page('flaxlike.linen.partitioning', 'partitioning', 'Modules'),
+  Page('flaxlike.linen.kw_only_dataclasses', 'kw_only_dataclasses', 'Modules', extra=('KW_ONLY',)),
   Page('flaxlike.linen.linear', 'linear', 'Layers'),
   Page('flaxlike.linen.attention', 'attention', 'Layers'),
   Page('flaxlike.linen.normalization', 'normalization', 'Layers'),
@@ -99,7 +101,7 @@ PAGES = (
 
 # Packages whose namespace is made of re-exports: their names are documented on the page of
 # the module that defines them (or on the package page itself when that module is private).
-PACKAGES = ('flaxlike.core', 'flaxlike.linen', 'flaxlike')
+PACKAGES = ('flaxlike.core', 'flaxlike.linen', 'flaxlike', 'flaxlike.serialization')
 
 SECTION_RE = re.compile(r'^(Args|Attributes|Returns|Raises|Example)( \(.*\))?:$')
 ITEM_SECTIONS = ('Args', 'Attributes', 'Raises')
