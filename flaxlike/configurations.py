@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _TRUE_STRINGS = frozenset({'1', 'true', 'yes', 'on', 't', 'y'})
@@ -36,7 +36,16 @@ _FLAG_DEFAULTS: dict[str, tuple[Any, str]] = {
     '(as in Linen). Turn off with nn.disable_named_call() to shave a little trace time.',
   ),
   'flax_max_repr_depth': (None, 'Maximum nesting depth of Module reprs (None: no limit).'),
+  'flax_filter_frames': (
+    True,
+    "Hide flaxlike's own frames (with JAX's) from the tracebacks of errors raised under a "
+    'JAX transform; see flaxlike.traceback_util.',
+  ),
 }
+
+# name -> function called with the new value after ``config.update(name, value)``, for flags
+# whose effect lives outside this object (flax_filter_frames edits JAX's exclusion list).
+_update_hooks: dict[str, Callable[[Any], None]] = {}
 
 
 def _parse_env(name: str, default: Any) -> Any:
@@ -98,6 +107,9 @@ class Config:
       known = ', '.join(sorted(_FLAG_DEFAULTS))
       raise LookupError(f'Unknown flaxlike config flag {name!r}; known flags: {known}.')
     object.__setattr__(self, name, value)
+    hook = _update_hooks.get(name)
+    if hook is not None:
+      hook(value)
 
   @contextlib.contextmanager
   def temp_flip_flag(self, name: str, value: Any) -> Iterator[None]:

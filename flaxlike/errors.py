@@ -665,3 +665,65 @@ class CheckpointFallbackWarning(UserWarning):
   The message names every skipped file and the checkpoint restored instead. Fix: delete or
   re-copy the skipped files once you know why they broke.
   """
+
+
+#################################################
+# Cursor errors
+#################################################
+
+
+class CursorFindError(FlaxlikeError):
+  """``Cursor.find`` found no object, or more than one, for which ``cond_fn`` is True.
+
+  Fix: make ``cond_fn`` match exactly one path (e.g. test the full ``'/'``-joined path),
+  or use ``Cursor.find_all`` to visit every match.
+  """
+
+  def __init__(self, cursor: Any = None, cursor2: Any = None):
+    if cursor is not None and cursor2 is not None:
+      super().__init__(
+        'More than one object found given the conditions of the cond_fn. The first two '
+        f'objects found have the following paths: {cursor._path} and {cursor2._path} '
+        '(make cond_fn match one path, or use find_all to visit every match).'
+      )
+    else:
+      super().__init__(
+        'No object found given the conditions of the cond_fn. cond_fn(path, value) is '
+        "called on every node below the root with a '/'-joined path such as 'Dense_0/bias'."
+      )
+
+
+class TraverseTreeError(FlaxlikeError):
+  """A tree traversal got both or neither of ``update_fn`` and ``cond_fn``.
+
+  ``Cursor.apply_update`` passes an ``update_fn`` and ``Cursor.find_all`` a ``cond_fn``;
+  exactly one of them must be given.
+  """
+
+  def __init__(self, update_fn: Any, cond_fn: Any):
+    if update_fn is None and cond_fn is None:
+      super().__init__(
+        'Both update_fn and cond_fn are None. Exactly one of them must be None. Pass '
+        'an update_fn (apply_update) or a cond_fn (find_all).'
+      )
+    else:
+      super().__init__(
+        'Both update_fn and cond_fn are not None. Exactly one of them must be not None.'
+      )
+
+
+class CursorIterationError(FlaxlikeError, TypeError, NotImplementedError):
+  """Iterating (``for child in c``, ``reversed(c)``) over a cursor that wraps neither a
+  tuple nor a list.
+
+  It is a ``TypeError`` (the object is not a sequence) and, as in Flax, a
+  ``NotImplementedError``, so either ``except`` clause catches it.
+
+  Fix: walk a dict by key (``c[key]``), or visit nodes with ``c.find_all(cond_fn)``.
+  """
+
+  def __init__(self, method: str, obj_type: type):
+    super().__init__(
+      f'{method} method only implemented for tuples and lists, not type {obj_type}. Walk a '
+      f'dict by key (c[key]) or visit its nodes with c.find_all(cond_fn).'
+    )

@@ -114,3 +114,21 @@ def test_group_collections_takes_first_match():
   xs = {'params': 1, 'batch_stats': 2, 'cache': 3}
   groups = group_collections(xs, ['params', True])
   assert groups == ({'params': 1}, {'batch_stats': 2, 'cache': 3})
+
+
+def test_copy_and_pop_on_plain_dicts_sort_keys_as_linen():
+  """Linen copies a plain dict through a tree map, so every nested dict comes back sorted;
+  added entries follow as given, and nested FrozenDicts stay frozen."""
+  variables = {'params': {'z': 1, 'a': {'y': 2, 'b': 3}}, 'cache': {'k': 4}, 'batch_stats': 5}
+  rest, params = pop(variables, 'cache')
+  assert list(rest) == ['batch_stats', 'params'] and list(rest['params']) == ['a', 'z']
+  assert list(rest['params']['a']) == ['b', 'y'] and params == {'k': 4}
+  assert list(variables) == ['params', 'cache', 'batch_stats']  # the input is untouched
+  added = copy(variables, {'extra': {'q': 1, 'p': 2}})
+  assert list(added) == ['batch_stats', 'cache', 'params', 'extra']
+  assert list(added['extra']) == ['q', 'p']
+  assert added['params'] is not variables['params'] and added['params'] == variables['params']
+  nested = copy({'b': freeze({'y': 1, 'x': 2}), 'a': None})
+  assert isinstance(nested['b'], FrozenDict) and list(nested) == ['a', 'b'] and nested['a'] is None
+  with pytest.raises(TypeError, match='Expected FrozenDict or dict, got .*list'):
+    pop([1], 0)

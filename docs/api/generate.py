@@ -85,10 +85,20 @@ PAGES = (
   Page('flaxlike.training.checkpoints', 'training.checkpoints', 'Saving and training'),
   Page('flaxlike.training.common_utils', 'training.common_utils', 'Saving and training'),
   Page('flaxlike.training.dynamic_scale', 'training.dynamic_scale', 'Saving and training'),
+  Page('flaxlike.training.early_stopping', 'training.early_stopping', 'Saving and training'),
+  Page('flaxlike.training.lr_schedule', 'training.lr_schedule', 'Saving and training'),
+  Page('flaxlike.training.prefetch_iterator', 'training.prefetch_iterator', 'Saving and training'),
+  Page('flaxlike.metrics.tensorboard', 'metrics.tensorboard', 'Saving and training'),
+  Page('flaxlike.jax_utils', 'jax_utils', 'Utilities'),
+  Page('flaxlike.cursor', 'cursor', 'Utilities'),
   Page('flaxlike.struct', 'struct', 'Utilities'),
   Page('flaxlike.traverse_util', 'traverse_util', 'Utilities', extra=('empty_node',)),
   Page('flaxlike.errors', 'errors', 'Utilities'),
   Page('flaxlike.configurations', 'config', 'Utilities', extra=('config',)),
+  Page('flaxlike.typing', 'typing', 'Utilities'),
+  Page('flaxlike.io', 'io', 'Utilities'),
+  Page('flaxlike.traceback_util', 'traceback_util', 'Utilities'),
+  Page('flaxlike.version', 'version', 'Utilities', extra=('__version__',)),
 )
 
 # Packages whose namespace is made of re-exports: their names are documented on the page of
@@ -421,7 +431,8 @@ def _index(pages: list[Page], documented: dict[Any, tuple[str, str]]) -> str:
     (
       '`import flaxlike as nn` gives these names. `flaxlike.linen` holds the same '
       'Module API; `core`, `serialization`, `struct`, `traverse_util`, `errors`, '
-      '`training` and `config` are only on `flaxlike`.'
+      '`training`, `jax_utils`, `io`, `typing`, `traceback_util`, `version` and `config` '
+      'are only on `flaxlike`.'
     ),
     '',
     '| name | documented on |',

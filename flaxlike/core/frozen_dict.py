@@ -171,26 +171,57 @@ def unfreeze(x: Any) -> Any:
   return x
 
 
+def _tree_copy(x: dict) -> dict:
+  """A deep copy made as Linen makes it, through a tree map: the keys of every nested
+  dict come back sorted (as pytree flattening orders them), FrozenDicts stay FrozenDicts."""
+  return jax.tree_util.tree_map(lambda leaf: leaf, x)
+
+
 def copy(x: Mapping, add_or_replace: Mapping = {}) -> Any:  # noqa: B006
-  """``x.copy(add_or_replace)`` for both dicts and FrozenDicts (dicts are deep-copied)."""
+  """``x.copy(add_or_replace)`` for both dicts and FrozenDicts.
+
+  A plain dict is copied as Linen copies it: nested dicts are new dicts with their keys
+  sorted, and the added entries follow, as given.
+
+  Example:
+
+    >>> from flaxlike.core import copy
+    >>> copy({'params': {'b': 1, 'a': 2}, 'cache': 0}, {'extra': 3})
+    {'cache': 0, 'params': {'a': 2, 'b': 1}, 'extra': 3}
+  """
   if isinstance(x, FrozenDict):
     return x.copy(add_or_replace)
   if isinstance(x, dict):
-    result = _thaw_nested(x)
-    result.update(_thaw_nested(dict(add_or_replace)))
+    result = _tree_copy(x)
+    result.update(add_or_replace)
     return result
-  raise TypeError(f'copy expects a dict or FrozenDict, got {type(x).__name__}.')
+  raise TypeError(
+    f'Expected FrozenDict or dict, got {type(x)}. copy adds entries to a variable dict; '
+    f'pass a dict or FrozenDict (e.g. dict(x)).'
+  )
 
 
 def pop(x: Mapping, key: Hashable) -> tuple[Any, Any]:
-  """Returns ``(x without key, x[key])`` for dicts and FrozenDicts without mutating x."""
+  """Returns ``(x without key, x[key])`` for dicts and FrozenDicts without mutating x.
+
+  A plain dict is copied as Linen copies it, so the keys of the result come back sorted.
+
+  Example:
+
+    >>> from flaxlike.core import pop
+    >>> pop({'params': {'w': 1}, 'batch_stats': {'mean': 0}, 'cache': 2}, 'params')
+    ({'batch_stats': {'mean': 0}, 'cache': 2}, {'w': 1})
+  """
   if isinstance(x, FrozenDict):
     return x.pop(key)
   if isinstance(x, dict):
-    result = _thaw_nested(x)
+    result = _tree_copy(x)
     value = result.pop(key)
     return result, value
-  raise TypeError(f'pop expects a dict or FrozenDict, got {type(x).__name__}.')
+  raise TypeError(
+    f'Expected FrozenDict or dict, got {type(x)}. pop removes an entry of a variable dict; '
+    f'pass a dict or FrozenDict (e.g. dict(x)).'
+  )
 
 
 def pretty_repr(x: Any, num_spaces: int = 4) -> str:

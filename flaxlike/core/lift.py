@@ -11,7 +11,6 @@ See docs/design/lift.md.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -38,6 +37,12 @@ from flaxlike.core.scope import (
   subtract_filters,
 )
 
+# In and Out are the variable_axes markers of flaxlike.typing (Flax defines them there too).
+from flaxlike.typing import In as In
+from flaxlike.typing import Out as Out
+
+# A group is a tuple with one entry per scope; ``variable_groups[i]`` holds the
+# collections matched by the i-th variable filter.
 VariableGroups = tuple
 
 
@@ -56,20 +61,6 @@ broadcast = _Broadcast()
 
 def _get_broadcast() -> _Broadcast:
   return broadcast
-
-
-@dataclasses.dataclass(frozen=True)
-class In:
-  """A ``variable_axes`` value that applies to the inputs of a transform only."""
-
-  axis: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Out:
-  """A ``variable_axes`` value that applies to the outputs of a transform only."""
-
-  axis: Any
 
 
 def _split_in_out_axis(axis: Any) -> tuple[Any, Any]:

@@ -4,6 +4,7 @@
 from flaxlike.core import DenyList as DenyList
 from flaxlike.core import FrozenDict as FrozenDict
 from flaxlike.core import Variable as Variable
+from flaxlike.core import meta as meta  # nn.meta, as Linen re-exports flax.core.meta
 from flaxlike.core.meta import PARTITION_NAME as PARTITION_NAME
 from flaxlike.core.meta import Partitioned as Partitioned
 from flaxlike.core.meta import get_partition_spec as get_partition_spec

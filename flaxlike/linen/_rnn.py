@@ -22,9 +22,7 @@ from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.core.scope import Filter
 from flaxlike.linen import transforms
 from flaxlike.linen.module import Module
-
-Array = Any
-PRNGKey = Any
+from flaxlike.typing import Array, PRNGKey
 
 
 def flip_sequences(

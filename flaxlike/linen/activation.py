@@ -33,8 +33,7 @@ from jax.nn import swish as swish
 from jax.numpy import tanh as tanh
 
 from flaxlike.linen.module import Module, compact
-
-Dtype = Any
+from flaxlike.typing import Dtype
 
 
 def _scalar_init(key: Any, value: float, dtype: Dtype) -> Any:

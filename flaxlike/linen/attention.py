@@ -38,12 +38,7 @@ from flaxlike.linen.dtypes import promote_dtype
 from flaxlike.linen.linear import DenseGeneral, default_kernel_init
 from flaxlike.linen.module import Module, compact, merge_param
 from flaxlike.linen.normalization import LayerNorm
-
-Array = Any
-PRNGKey = Any
-Dtype = Any
-PrecisionLike = Any
-Initializer = Callable[..., Any]
+from flaxlike.typing import Array, Dtype, Initializer, PrecisionLike, PRNGKey
 
 
 def _einsum_fn(

@@ -15,11 +15,7 @@ from flaxlike.linen import initializers
 from flaxlike.linen._staging import hashable, staged
 from flaxlike.linen.dtypes import promote_dtype
 from flaxlike.linen.module import Module, compact, merge_param, nowrap
-
-Array = Any
-Dtype = Any
-PrecisionLike = Any
-Initializer = Callable[..., Any]
+from flaxlike.typing import Array, Dtype, Initializer, LaxPadding, PaddingLike, PrecisionLike
 
 default_kernel_init = initializers.lecun_normal()
 
@@ -388,9 +384,6 @@ class Einsum(Module):
 #################################################
 # Convolutions
 #################################################
-
-PaddingLike = str | int | Sequence[int | tuple[int, int]]
-LaxPadding = str | Sequence[tuple[int, int]]
 
 
 def canonicalize_padding(padding: PaddingLike, rank: int) -> LaxPadding:

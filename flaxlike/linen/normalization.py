@@ -20,11 +20,7 @@ from flaxlike.core.scope import Scope
 from flaxlike.linen import dtypes, initializers
 from flaxlike.linen._staging import as_array, staged
 from flaxlike.linen.module import Module, compact, merge_param
-
-Array = Any
-Dtype = Any
-Axes = Any
-Initializer = Callable[..., Any]
+from flaxlike.typing import Array, Axes, Dtype, Initializer
 
 
 def _canonicalize_axes(rank: int, axes: Axes) -> tuple[int, ...]:

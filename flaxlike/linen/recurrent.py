@@ -22,12 +22,7 @@ from flaxlike.linen.activation import sigmoid, tanh
 from flaxlike.linen.dtypes import promote_dtype
 from flaxlike.linen.linear import Conv, Dense, default_kernel_init
 from flaxlike.linen.module import Module, compact, nowrap
-
-Array = Any
-PRNGKey = Any
-Dtype = Any
-Initializer = Callable[..., Any]
-PrecisionLike = Any
+from flaxlike.typing import Array, Dtype, Initializer, PrecisionLike, PRNGKey
 
 _default_recurrent_init = initializers.orthogonal()
 

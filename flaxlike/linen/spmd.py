@@ -30,9 +30,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flaxlike import errors, struct
 from flaxlike.core import meta
+from flaxlike.typing import LogicalRules
 
 # One rule: (logical name, mesh axis | tuple of mesh axes | None).
-LogicalRules = Sequence[tuple[str, Any]]
 
 _rules_var: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
   'flaxlike_logical_axis_rules', default=()

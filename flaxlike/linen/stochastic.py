@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import jax.numpy as jnp
 from jax import lax, random
 
 from flaxlike.linen.module import Module, compact, merge_param
-
-Array = Any
-PRNGKey = Any
+from flaxlike.typing import Array, PRNGKey
 
 
 class Dropout(Module):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from typing_extensions import dataclass_transform
 
-from flaxlike import errors
+from flaxlike import errors, traceback_util
 from flaxlike.configurations import config
 from flaxlike.core import scope as core_scope
 from flaxlike.core.frozen_dict import FrozenDict
@@ -432,6 +432,9 @@ class Module(_ModuleBase):
         _context.refresh_hooks()
       root.invalidate()
 
+  # The entry points are JAX API boundaries, as in Linen: an error raised below them gets
+  # a traceback with JAX's and flaxlike's frames removed (see flaxlike.traceback_util).
+  @traceback_util.api_boundary
   def apply(
     self,
     variables: Mapping[str, Any],
@@ -476,6 +479,7 @@ class Module(_ModuleBase):
       return y
     return y, core_scope._finish(root.mutable_variables())
 
+  @traceback_util.api_boundary
   def init_with_output(
     self,
     rngs: PRNGKey | Mapping[str, PRNGKey],
@@ -495,6 +499,7 @@ class Module(_ModuleBase):
     y = self._run_bound(root, method, capture_intermediates, args, kwargs)
     return y, core_scope._finish(root.mutable_variables())
 
+  @traceback_util.api_boundary
   def init(
     self,
     rngs: PRNGKey | Mapping[str, PRNGKey],
@@ -535,6 +540,7 @@ class Module(_ModuleBase):
       **kwargs,
     )[1]
 
+  @traceback_util.api_boundary
   def lazy_init(
     self,
     rngs: PRNGKey | Mapping[str, PRNGKey],
@@ -612,6 +618,7 @@ class Module(_ModuleBase):
     """
     return summary.module_tabulate(self, rngs, *args, **kwargs)
 
+  @traceback_util.api_boundary
   def bind(
     self,
     variables: Mapping[str, Any],
