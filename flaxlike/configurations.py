@@ -36,6 +36,12 @@ _FLAG_DEFAULTS: dict[str, tuple[Any, str]] = {
     '(as in Linen). Turn off with nn.disable_named_call() to shave a little trace time.',
   ),
   'flax_max_repr_depth': (None, 'Maximum nesting depth of Module reprs (None: no limit).'),
+  'flax_use_orbax_checkpointing': (
+    True,
+    'Save checkpoints with Orbax (a directory per step) when orbax-checkpoint is '
+    "installed (pip install 'flaxlike[orbax]'), as Linen does; off, or without Orbax, "
+    'save single msgpack files. Restoring reads either format whatever the flag says.',
+  ),
 }
 
 

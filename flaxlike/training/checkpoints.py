@@ -32,6 +32,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from flaxlike import errors, serialization
+from flaxlike.training import _orbax_checkpoints
 
 _TMP_TAG = 'tmp-'
 _NUM_RE = re.compile(r'([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)')
@@ -79,7 +80,7 @@ def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[Any, str]]:
   for name in names:
     step = _step_of(name, prefix)
     path = os.path.join(ckpt_dir, name)
-    if step is not None and os.path.isfile(path):
+    if step is not None and (os.path.isfile(path) or os.path.isdir(path)):
       found.append((step, path))
   found.sort(key=lambda sp: sp[0])
   return found
@@ -179,12 +180,20 @@ def save_checkpoint(
   keep: int = 1,
   overwrite: bool = False,
   keep_every_n_steps: int | None = None,
+  async_manager: Any = None,
+  orbax_checkpointer: Any = None,
 ) -> str:
-  """Atomically writes ``to_bytes(target)`` to ``<ckpt_dir>/<prefix><step>``.
+  """Saves ``target`` as the checkpoint ``<ckpt_dir>/<prefix><step>``.
+
+  With orbax-checkpoint installed and ``flax_use_orbax_checkpointing`` on (the default),
+  or when ``orbax_checkpointer`` is given, the checkpoint is an Orbax directory, as
+  Linen writes it. Otherwise it is one msgpack file holding ``to_bytes(target)``,
+  written atomically.
 
   Args:
     ckpt_dir: directory (created if missing).
-    target: any serializable object (params, a ``TrainState``, ...).
+    target: any serializable object (params, a ``TrainState``, ...); for Orbax, a
+      pytree (wrap a lone array in a dict).
     step: training step, part of the file name.
     prefix: file name prefix.
     keep: how many of the newest checkpoints to keep; older ones are deleted.
@@ -192,10 +201,15 @@ def save_checkpoint(
       existing file is replaced and every newer checkpoint is deleted, so the saved one
       becomes the latest.
     keep_every_n_steps: additionally keep one old checkpoint every this many steps.
+    async_manager: an ``AsyncManager``: a save it still runs is finished first.
+    orbax_checkpointer: the ``orbax.checkpoint.Checkpointer`` that writes the checkpoint
+      (default: a synchronous one). With an ``AsyncCheckpointer`` the call returns once
+      the arrays are copied off the devices and the write goes on in the background;
+      the next save, ``wait_until_finished()`` and interpreter exit wait for it.
 
-  In a multi-process run all processes must call this (arrays that are not fully
-  addressable are gathered collectively); only process 0 writes, and the others return
-  the path without touching the directory.
+  In a multi-process run all processes must call this. In the msgpack format arrays that
+  are not fully addressable are gathered collectively and only process 0 writes; with
+  Orbax each process writes its own shards (see ``save_checkpoint_multiprocess``).
 
   Returns:
     The path of the written checkpoint.
@@ -214,6 +228,21 @@ def save_checkpoint(
   {'w': array([1., 1.])}
   """
   ckpt_dir = os.fspath(ckpt_dir)
+  if async_manager is not None:
+    async_manager.wait_previous_save()
+  if _orbax_checkpoints.use_orbax(orbax_checkpointer):
+    return _orbax_checkpoints.save(
+      ckpt_dir,
+      target,
+      step,
+      prefix,
+      keep,
+      overwrite,
+      keep_every_n_steps,
+      orbax_checkpointer,
+      _checkpoints,
+      multiprocess=False,
+    )
   path = os.path.join(ckpt_dir, f'{prefix}{step}')
   # Gather before the process check: the gather is a collective every process joins.
   target = gather_to_host(target)
@@ -259,6 +288,64 @@ def save_checkpoint(
   return path
 
 
+def save_checkpoint_multiprocess(
+  ckpt_dir: str | os.PathLike,
+  target: Any,
+  step: int | float,
+  prefix: str = 'checkpoint_',
+  keep: int = 1,
+  overwrite: bool = False,
+  keep_every_n_steps: int | None = None,
+  async_manager: Any = None,
+  orbax_checkpointer: Any = None,
+) -> str:
+  """Saves a checkpoint from every process of a multi-process run into a shared directory.
+
+  Every process must call it with the same arguments. With Orbax (the default when
+  installed) each process writes only the shards of the arrays that live on its own
+  devices, so no process ever holds the whole model; process 0 writes the rest of the
+  tree and deletes old checkpoints. The checkpoint appears under its final name once
+  every process has written. In the msgpack format (``flax_use_orbax_checkpointing`` off
+  or Orbax missing) this is ``save_checkpoint``: arrays are gathered and process 0 writes
+  one file. Arguments and errors are those of ``save_checkpoint``.
+
+  Returns:
+    The path of the checkpoint.
+
+  Example:
+
+  >>> import tempfile, jax, jax.numpy as jnp
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> from flaxlike.training import checkpoints
+  >>> mesh = Mesh(jax.devices(), ('data',))
+  >>> w = jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P('data')))
+  >>> d = tempfile.mkdtemp()
+  >>> path = checkpoints.save_checkpoint_multiprocess(d, {'w': w}, step=1)
+  >>> back = checkpoints.restore_checkpoint(d, target={'w': w})
+  >>> back['w'].sharding == w.sharding, back['w'].tolist()
+  (True, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+  """
+  ckpt_dir = os.fspath(ckpt_dir)
+  if async_manager is not None:
+    async_manager.wait_previous_save()
+  if _orbax_checkpoints.use_orbax(orbax_checkpointer):
+    return _orbax_checkpoints.save(
+      ckpt_dir,
+      target,
+      step,
+      prefix,
+      keep,
+      overwrite,
+      keep_every_n_steps,
+      orbax_checkpointer,
+      _checkpoints,
+      multiprocess=True,
+    )
+  return save_checkpoint(
+    ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, async_manager
+  )
+
+
 def restore_checkpoint(
   ckpt_dir: str | os.PathLike,
   target: Any,
@@ -266,6 +353,8 @@ def restore_checkpoint(
   prefix: str = 'checkpoint_',
   strict: bool = False,
   fallback_to_good: bool = False,
+  orbax_checkpointer: Any = None,
+  orbax_transforms: dict | None = None,
 ) -> Any:
   """Restores the latest (or the given) checkpoint into ``target``.
 
@@ -278,6 +367,15 @@ def restore_checkpoint(
     fallback_to_good: when ``step`` is None and ``ckpt_dir`` is a directory, skip
       checkpoints that cannot be decoded, newest first, and restore the newest one that
       decodes; a ``UserWarning`` names the skipped files.
+    orbax_checkpointer: the ``orbax.checkpoint.Checkpointer`` that reads an Orbax
+      checkpoint (default: a synchronous ``PyTreeCheckpointHandler`` one); an async one
+      finishes its pending save first.
+    orbax_transforms: Orbax transformations passed on to its ``restore``.
+
+  Either format is read, whatever ``flax_use_orbax_checkpointing`` says. From an Orbax
+  checkpoint, arrays of ``target`` that carry a sharding (``jax.Array``s, or
+  ``jax.ShapeDtypeStruct``s with ``sharding=`` such as ``nn.sharded_init`` builds) are
+  read directly into that sharding, on any mesh; other leaves come back as numpy arrays.
 
   Returns:
     The restored object; ``target`` itself, unchanged, when the directory is missing or
@@ -298,11 +396,11 @@ def restore_checkpoint(
   {'a': 1}
   """
   ckpt_dir = os.fspath(ckpt_dir)
-  if os.path.isfile(ckpt_dir):
+  if os.path.isfile(ckpt_dir) or _orbax_checkpoints.is_orbax_checkpoint(ckpt_dir):
     path = ckpt_dir
   elif step is not None:
     path = os.path.join(ckpt_dir, f'{prefix}{step}')
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
       raise ValueError(
         f'Matching checkpoint not found: {path}. Available steps: '
         f'{available_steps(ckpt_dir, prefix, step_type=lambda s: s)}.'
@@ -313,6 +411,8 @@ def restore_checkpoint(
     path = latest_checkpoint(ckpt_dir, prefix)
     if path is None:
       return target
+  if _orbax_checkpoints.is_orbax_checkpoint(path):
+    return _orbax_checkpoints.restore(path, target, orbax_checkpointer, orbax_transforms, strict)
   return _restore_file(path, target, strict)
 
 
