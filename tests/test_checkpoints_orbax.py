@@ -26,6 +26,8 @@ from jax.sharding import PartitionSpec as P
 import flaxlike as nn
 from flaxlike import config, errors, serialization
 from flaxlike.training import checkpoints, orbax_utils, train_state
+from tests import orbax_distributed_worker as mp_worker
+from tests import test_distributed
 from tests.fixtures import make_orbax_fixtures as fx
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'orbax')
@@ -340,3 +342,49 @@ def test_kill_during_async_write_leaves_previous_checkpoint(tmp_path):
     np.testing.assert_array_equal(back['w'], np.zeros(4))
   else:
     assert back['w'].shape == (64 << 18,) and float(back['w'].min()) == 1.0
+
+
+# --- Multi-process ------------------------------------------------------------------
+
+
+def test_two_processes_each_write_their_own_shards_and_restore_here(tmp_path):
+  results = test_distributed._run_workers(tmp_path, script=mp_worker.__file__)
+  for r in results:
+    assert not r['kernel_fully_addressable']
+    # Each process held half of every array (the step counters aside), never the whole.
+    assert r['addressable_bytes'] < 0.51 * r['global_bytes']
+  path = results[0]['path']
+  assert sorted(n for n in os.listdir(path) if n.startswith('ocdbt.process_')) == [
+    'ocdbt.process_0',
+    'ocdbt.process_1',
+  ]
+  assert checkpoints.latest_checkpoint(tmp_path / 'ckpt') == path
+
+  # Restored in this one process, onto a mesh of another size and layout.
+  mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ('a', 'b'))
+  sharding = NamedSharding(mesh, P('a', 'b'))
+  shape = (mp_worker.ROWS, mp_worker.COLS)
+  kernel = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
+  bias = jax.ShapeDtypeStruct((mp_worker.COLS,), jnp.float32, sharding=NamedSharding(mesh, P()))
+  target = train_state.TrainState.create(
+    apply_fn=None,
+    params={'kernel': jnp.zeros(shape), 'bias': jnp.zeros(shape[1])},
+    tx=optax.adam(0.1),
+  )
+  target = target.replace(
+    params={'kernel': kernel, 'bias': bias},
+    opt_state=jax.tree_util.tree_map(
+      lambda x: (
+        jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding) if x.shape == shape else x
+      ),
+      target.opt_state,
+    ),
+  )
+  back = checkpoints.restore_checkpoint(tmp_path / 'ckpt', target)
+  assert int(back.step) == mp_worker.STEP
+  assert back.params['kernel'].sharding == sharding
+  np.testing.assert_array_equal(
+    back.params['kernel'], mp_worker.kernel_values((slice(None), slice(None)))
+  )
+  np.testing.assert_array_equal(back.params['bias'], np.ones(mp_worker.COLS))
+  assert back.opt_state[0].mu['kernel'].sharding == sharding

@@ -171,6 +171,24 @@ def _is_async(ocp: Any, checkpointer: Any) -> bool:
   return isinstance(checkpointer, ocp.AsyncCheckpointer)
 
 
+def _host_local_to_numpy(x: Any) -> Any:
+  """A process-local ``jax.Array`` (a value every process holds its own copy of, such as
+  an optimizer step count created outside ``jit``) as numpy; other leaves unchanged.
+
+  Orbax refuses to save arrays that are not global in a multi-process run; as numpy they
+  are written once, by process 0. Arrays that span processes are left to Orbax, which
+  writes each process's shards from that process.
+  """
+  # Called in multi-process runs only, where "fully addressable" means process-local.
+  if (
+    isinstance(x, jax.Array)
+    and x.is_fully_addressable
+    and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended)
+  ):
+    return np.asarray(x)
+  return x
+
+
 def save(
   ckpt_dir: str,
   target: Any,
@@ -209,6 +227,8 @@ def save(
       'or save in the msgpack format with '
       "flaxlike.config.update('flax_use_orbax_checkpointing', False)."
     )
+  if jax.process_count() > 1:
+    target = jax.tree_util.tree_map(_host_local_to_numpy, target)
   found = list_checkpoints(ckpt_dir, prefix)
   if not overwrite:
     if os.path.exists(path):
