@@ -90,6 +90,14 @@ def test_layout_latest_and_restore(tmp_path):
   _assert_tree_equal(checkpoints.restore_checkpoint(tmp_path, fresh, step=3), target)
 
 
+def test_relative_paths(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  path = checkpoints.save_checkpoint('ckpts', {'s': 1}, step=1)
+  assert path == os.path.join('ckpts', 'checkpoint_1')
+  assert checkpoints.restore_checkpoint('ckpts', None) == {'s': 1}
+  assert checkpoints.restore_checkpoint(path, {'s': 0}) == {'s': 1}
+
+
 def test_keep_overwrite_and_errors(tmp_path):
   for s in range(1, 6):
     checkpoints.save_checkpoint(tmp_path, {'s': s}, step=s, keep=2, keep_every_n_steps=3)

@@ -238,7 +238,8 @@ def save(
   if multiprocess:
     # Every process has checked the directory before any of them changes it.
     multihost_utils.sync_global_devices('flaxlike:checkpoint:checked')
-  orbax_checkpointer.save(path, target, force=overwrite)
+  # Orbax takes absolute paths only; the caller's spelling is what is returned.
+  orbax_checkpointer.save(os.path.abspath(path), target, force=overwrite)
   if _is_async(ocp, orbax_checkpointer):
     _track_async(orbax_checkpointer)
   if jax.process_index() == 0:
@@ -290,6 +291,7 @@ def restore(
       f'{" / ".join(m for m in ORBAX_MARKERS if os.path.exists(os.path.join(path, m)))}) '
       f'and orbax-checkpoint is not installed. Install it with {INSTALL_HINT}.'
     ) from e
+  path = os.path.abspath(path)  # Orbax takes absolute paths only
   if orbax_checkpointer is None:
     orbax_checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   elif _is_async(ocp, orbax_checkpointer):
