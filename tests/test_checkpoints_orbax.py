@@ -85,7 +85,7 @@ def test_layout_latest_and_restore(tmp_path):
     assert isinstance(back['w'], np.ndarray) and back['w'].dtype == np.float32
     np.testing.assert_array_equal(back['w'], target['w'])
     assert isinstance(back['b'], jax.Array)
-    assert int(back['step']) == 3
+    assert back['step'] == 3 and isinstance(back['step'], int)
   fresh = {'w': np.zeros(4, np.float32), 'b': jnp.zeros(2), 'step': 0}
   _assert_tree_equal(checkpoints.restore_checkpoint(tmp_path, fresh, step=3), target)
 
@@ -160,6 +160,18 @@ def test_typed_keys_in_train_state_keep_their_implementation(tmp_path):
   fresh = state.replace(params={'w': jnp.zeros(3)}, key=jax.random.key(0, impl='rbg'))
   back = checkpoints.restore_checkpoint(tmp_path, fresh)
   assert jax.random.key_impl(back.key) == jax.random.key_impl(state.key)
+  _assert_tree_equal(back, state)
+
+
+def test_raw_restore_then_from_state_dict_resumes_a_train_state(tmp_path):
+  """Orbax writes empty containers (Adam's EmptyState) as None; they restore as empty."""
+  state = train_state.TrainState.create(
+    apply_fn=None, params={'w': jnp.arange(2.0)}, tx=optax.adam(0.1)
+  )
+  checkpoints.save_checkpoint(tmp_path, {'state': state, 'note': np.arange(3)}, step=1)
+  raw = checkpoints.restore_checkpoint(tmp_path, None)
+  assert raw['state']['opt_state']['1'] is None
+  back = serialization.from_state_dict(state, raw['state'], strict=True)
   _assert_tree_equal(back, state)
 
 
@@ -396,3 +408,27 @@ def test_two_processes_each_write_their_own_shards_and_restore_here(tmp_path):
   )
   np.testing.assert_array_equal(back.params['bias'], np.ones(mp_worker.COLS))
   assert back.opt_state[0].mu['kernel'].sharding == sharding
+
+
+def test_async_manager_writes_msgpack_in_the_background(tmp_path):
+  manager = checkpoints.AsyncManager()
+  with config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+    first = checkpoints.save_checkpoint(tmp_path, {'s': 1}, 1, async_manager=manager)
+  # The flag is back on before the write may have run: the file is msgpack all the same.
+  manager.wait_previous_save()
+  assert os.path.isfile(first)
+  with config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+    with pytest.raises(errors.AlreadyExistsError, match='checkpoint_1'):
+      checkpoints.save_checkpoint(tmp_path, {'s': 0}, 1, async_manager=manager)
+    checkpoints.save_checkpoint(tmp_path, {'s': 2}, 2, keep=2, async_manager=manager)
+    checkpoints.save_checkpoint(tmp_path, {'s': 3}, 3, keep=2, async_manager=manager)
+  manager.wait_previous_save()
+  assert checkpoints.available_steps(tmp_path) == [2, 3]
+  assert checkpoints.restore_checkpoint(tmp_path, None) == {'s': 3}
+
+  def failing_write():
+    raise OSError('No space left on device')
+
+  manager.save_async(failing_write)
+  with pytest.raises(OSError, match='No space left'):
+    manager.wait_previous_save()

@@ -15,11 +15,12 @@ functions that need it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -36,6 +37,7 @@ ORBAX_MARKERS = ('checkpoint', '_METADATA', 'manifest.ocdbt')
 INSTALL_HINT = "pip install 'flaxlike[orbax]'"
 
 _Listing = Callable[[str, str], list[tuple[Any, str]]]
+_local = threading.local()
 
 
 def import_orbax() -> Any:
@@ -77,7 +79,24 @@ def use_orbax(orbax_checkpointer: Any = None) -> bool:
   """
   if orbax_checkpointer is not None:
     return True
+  if getattr(_local, 'force_msgpack', False):
+    return False
   return bool(config.flax_use_orbax_checkpointing) and orbax_available()
+
+
+@contextlib.contextmanager
+def msgpack_format() -> Iterator[None]:
+  """Saves in this thread use the msgpack format while the block runs.
+
+  A background msgpack write must not switch format because the global flag changed
+  after the save was requested; a thread-local override, so other threads keep the flag.
+  """
+  previous = getattr(_local, 'force_msgpack', False)
+  _local.force_msgpack = True
+  try:
+    yield
+  finally:
+    _local.force_msgpack = previous
 
 
 def is_orbax_checkpoint(path: str | os.PathLike) -> bool:
@@ -261,7 +280,8 @@ def _raw_restore_args(ocp: Any, checkpointer: Any, path: str) -> Any:
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def args_for(m: Any) -> Any:
-    if isinstance(m, ocp.metadata.ArrayMetadata):
+    # ScalarMetadata subclasses ArrayMetadata: Python scalars come back as Python scalars.
+    if isinstance(m, ocp.metadata.ArrayMetadata) and not isinstance(m, ocp.metadata.ScalarMetadata):
       if m.sharding is None:
         return ocp.RestoreArgs(restore_type=np.ndarray)
       return ocp.ArrayRestoreArgs(sharding=device)

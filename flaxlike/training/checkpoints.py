@@ -20,11 +20,13 @@ the newest checkpoint that decodes and warns about the skipped files.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -201,7 +203,9 @@ def save_checkpoint(
       existing file is replaced and every newer checkpoint is deleted, so the saved one
       becomes the latest.
     keep_every_n_steps: additionally keep one old checkpoint every this many steps.
-    async_manager: an ``AsyncManager``: a save it still runs is finished first.
+    async_manager: an ``AsyncManager``: in the msgpack format the file is written in its
+      background thread and this call returns once the arrays are on the host; with
+      Orbax, only the manager's previous save is waited for.
     orbax_checkpointer: the ``orbax.checkpoint.Checkpointer`` that writes the checkpoint
       (default: a synchronous one). With an ``AsyncCheckpointer`` the call returns once
       the arrays are copied off the devices and the write goes on in the background;
@@ -248,6 +252,28 @@ def save_checkpoint(
   target = gather_to_host(target)
   if jax.process_index() != 0:
     return path
+  if async_manager is not None:
+    # The arrays are on the host now; the write goes to the manager's thread. Mistakes
+    # in the arguments are reported here, in the caller, not later from the thread.
+    if not overwrite:
+      if os.path.exists(path):
+        raise errors.AlreadyExistsError(path)
+      existing = _checkpoints(ckpt_dir, prefix)
+      if existing and existing[-1][0] > step:
+        raise errors.InvalidCheckpointError(path, step)
+    async_manager.save_async(
+      functools.partial(
+        _save_msgpack_in_background,
+        ckpt_dir,
+        target,
+        step,
+        prefix,
+        keep,
+        overwrite,
+        keep_every_n_steps,
+      )
+    )
+    return path
   os.makedirs(ckpt_dir, exist_ok=True)
   existing = _checkpoints(ckpt_dir, prefix)
   if not overwrite:
@@ -286,6 +312,53 @@ def save_checkpoint(
       os.remove(p)
   _fsync_dir(ckpt_dir)
   return path
+
+
+def _save_msgpack_in_background(ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n):
+  # `target` holds host arrays only; the format stays the one chosen when the save was
+  # requested, whatever the flag says by the time the thread runs.
+  with _orbax_checkpoints.msgpack_format():
+    save_checkpoint(ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n)
+
+
+class AsyncManager:
+  """Runs msgpack checkpoint writes in a background thread, one at a time, as in Flax.
+
+  Pass it to ``save_checkpoint(..., async_manager=manager)`` while saving in the msgpack
+  format: the call copies the arrays to host memory and returns; writing the file,
+  renaming it into place and deleting old checkpoints run in the background. The next
+  save through the manager, ``wait_previous_save()`` and interpreter exit wait for the
+  write, and an error it raised is raised again by the next of those. For Orbax saves
+  use an ``orbax.checkpoint.AsyncCheckpointer`` as ``orbax_checkpointer`` instead; a
+  manager given to an Orbax save only waits for its own previous write.
+
+  Example:
+
+  >>> import tempfile, numpy as np, flaxlike
+  >>> from flaxlike.training import checkpoints
+  >>> manager, d = checkpoints.AsyncManager(), tempfile.mkdtemp()
+  >>> with flaxlike.config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+  ...   path = checkpoints.save_checkpoint(d, {'w': np.ones(2)}, 1, async_manager=manager)
+  >>> manager.wait_previous_save()
+  >>> checkpoints.restore_checkpoint(d, None)
+  {'w': array([1., 1.])}
+  """
+
+  def __init__(self, max_workers: int = 1):
+    self.executor = concurrent.futures.ThreadPoolExecutor(
+      max_workers=max_workers, thread_name_prefix='flaxlike-checkpoint'
+    )
+    self.save_future: concurrent.futures.Future | None = None
+
+  def wait_previous_save(self) -> None:
+    """Blocks until the previous save is written; raises the error it failed with."""
+    if self.save_future is not None:
+      self.save_future.result()
+
+  def save_async(self, task: Callable[[], Any]) -> None:
+    """Waits for the previous save, then runs ``task`` in the background."""
+    self.wait_previous_save()
+    self.save_future = self.executor.submit(task)
 
 
 def save_checkpoint_multiprocess(
