@@ -136,6 +136,17 @@ def test_flag_off_writes_msgpack_and_both_formats_restore(tmp_path):
   assert checkpoints.available_steps(tmp_path) == [1, 2, 3]
 
 
+def test_fallback_to_good_skips_a_corrupt_msgpack_file_to_an_orbax_step(tmp_path):
+  checkpoints.save_checkpoint(tmp_path, {'s': 1}, step=1, keep=3)
+  with config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+    path = checkpoints.save_checkpoint(tmp_path, {'s': 2}, step=2, keep=3)
+  with open(path, 'r+b') as f:
+    f.truncate(3)
+  with pytest.warns(UserWarning, match='checkpoint_2'):
+    back = checkpoints.restore_checkpoint(tmp_path, None, fallback_to_good=True)
+  assert back == {'s': 1}
+
+
 def test_without_orbax_saves_msgpack_and_names_the_fix(tmp_path, monkeypatch):
   orbax_dir = checkpoints.save_checkpoint(tmp_path / 'orbax', {'s': 1}, step=1)
   for name in [m for m in sys.modules if m == 'orbax' or m.startswith('orbax.')]:

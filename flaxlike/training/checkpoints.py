@@ -490,6 +490,9 @@ def restore_checkpoint(
 
 
 def _restore_file(path: str, target: Any, strict: bool) -> Any:
+  if _orbax_checkpoints.is_orbax_checkpoint(path):
+    # fallback_to_good walks both formats; Orbax commits by rename, so it has no torn steps.
+    return _orbax_checkpoints.restore(path, target, strict=strict)
   with open(path, 'rb') as f:
     try:
       return serialization.read_bytes(f, target, strict=strict)
