@@ -373,6 +373,10 @@ def test_kill_during_async_write_leaves_previous_checkpoint(tmp_path):
     np.testing.assert_array_equal(back['w'], np.zeros(4))
   else:
     assert back['w'].shape == (64 << 18,) and float(back['w'].min()) == 1.0
+  # The next run saves the interrupted step again; Orbax's leftover temporary is replaced.
+  checkpoints.save_checkpoint(ckpt_dir, {'w': np.ones(3), 'step': 2}, step=2, overwrite=True)
+  assert os.listdir(ckpt_dir) == ['checkpoint_2']
+  assert int(checkpoints.restore_checkpoint(ckpt_dir, None)['step']) == 2
 
 
 # --- Multi-process ------------------------------------------------------------------
