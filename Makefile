@@ -1,28 +1,39 @@
 # make test: set up .venv if needed and run the whole suite (tests, docstrings, docs/).
-# make demo: set up .venv if needed and run the main example end to end (no extras needed).
+# make demo: set up .venv if needed and run the main example end to end; it installs the
+#   library and its 'examples' extra (matplotlib, tqdm, scikit-learn), no test tools.
+# VENV=path selects another virtual environment (e.g. a throwaway one).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
-# The tests also smoke-test examples/, which need the 'examples' extra (scikit-learn).
+# One stamp per install, so each target installs what it needs and nothing more; each is
+# redone when pyproject.toml changes.
+RUNTIME_STAMP := $(VENV)/.installed-runtime-stamp
+EXAMPLES_STAMP := $(VENV)/.installed-examples-stamp
+# The tests also smoke-test examples/, so they need the 'examples' extra too.
 TEST_STAMP := $(VENV)/.installed-test-stamp
 
 .PHONY: test demo golden orbax-fixtures bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(EXAMPLES_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[examples]'
+	touch $(EXAMPLES_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test,examples]'
 	touch $(TEST_STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest
 
-demo: $(STAMP)
+demo: $(EXAMPLES_STAMP)
 	$(PY) examples/demo.py
 
 # Re-record the Linen golden fixtures; needs flax, installed in its own venv only.
@@ -33,14 +44,15 @@ golden:
 
 # Re-record the Orbax checkpoint fixtures: Flax writes, flaxlike writes the same values,
 # then Flax restores flaxlike's and the verdict lands in tests/fixtures/orbax/.
-orbax-fixtures: $(STAMP)
+orbax-fixtures: $(TEST_STAMP)
 	test -x .flaxenv/bin/python || $(PYTHON) -m venv .flaxenv
 	.flaxenv/bin/pip install --quiet flax==0.12.8 jax==0.10.2 jaxlib==0.10.2 orbax-checkpoint==0.12.8
 	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-write
 	$(PY) tests/fixtures/make_orbax_fixtures.py flaxlike-write
 	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-read
 
-bench: $(STAMP)
+# The benchmarks need the library alone.
+bench: $(RUNTIME_STAMP)
 	$(PY) benchmarks/run.py
 
 clean:

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu.py                # GPT-2-small-shaped LM and ResNet-50 on the GPU
     python benchmarks/gpu.py --tiny         # tiny shapes: runs on CPU in seconds (smoke test)
-    PYTHONPATH=. /work/flaxenv/bin/python benchmarks/gpu.py --nn flaxlike flax.linen
+    PYTHONPATH=. .flaxenv/bin/python benchmarks/gpu.py --nn flaxlike flax.linen
 
 Workloads, written once against a Linen-style namespace ``nn`` (as in ``run.py``):
 

@@ -8,7 +8,7 @@ targets as met / not met.
 
     python benchmarks/run.py                      # everything (flax.linen too if importable)
     python benchmarks/run.py --quick              # small shapes, fewer repetitions: a minute
-    PYTHONPATH=. /work/flaxenv/bin/python benchmarks/run.py --nn flaxlike flax.linen
+    PYTHONPATH=. .flaxenv/bin/python benchmarks/run.py --nn flaxlike flax.linen
 
 Workloads: trace time of ``init``/``apply`` (100-layer MLP, 12-layer Transformer unrolled
 and as ``nn.scan(nn.remat(Block))``, ResNet-50 on 64x64), un-jitted ``apply`` of a tiny

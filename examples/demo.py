@@ -6,13 +6,19 @@ with a stable hash of each relative path. A small decoder-only Transformer built
 flaxlike layers (``Embed``, ``LayerNorm``, ``MultiHeadDotProductAttention`` with a causal
 mask, ``Dense``, ``Dropout``; optionally stacked with ``nn.scan``) is trained with a
 user-written ``jax.jit`` step over ``optax.adamw`` (warmup + cosine schedule, gradient
-clipping). Along the way the demo prints the ``nn.tabulate`` summary, a one-line progress
-bar with tokens/s, the validation loss against a unigram baseline (in nats and bits per
-character), and saves a ``TrainState`` checkpoint with ``flaxlike.training.checkpoints``
-plus a PNG plot of the loss curves in ``--workdir``. Rerunning with the same workdir
-resumes from the last checkpoint (ask for more ``--steps`` to train further). Finally it
-samples Python text from a prompt with the attention decoding cache: the prompt is
-prefilled in one call, then characters are generated one at a time.
+clipping). Along the way the demo prints the ``nn.tabulate`` summary, a tqdm progress bar
+with tokens/s (on a terminal; in a log, one line per evaluation instead), the validation
+loss against a unigram baseline (in nats and bits per character), and saves a
+``TrainState`` checkpoint with ``flaxlike.training.checkpoints`` plus a matplotlib PNG of
+the training and validation loss curves in ``--workdir``. Rerunning with the same workdir
+resumes from the last checkpoint; ask for more ``--steps`` to train further. The
+learning-rate schedule is saved with the checkpoint and a resumed run continues it, so the
+result is the same as one uninterrupted run with that schedule (the demo prints which).
+Finally it samples Python text from a prompt with the attention decoding cache: the prompt
+is prefilled in one call, then characters are generated one at a time.
+
+It needs the ``examples`` extra (matplotlib, tqdm): ``pip install '.[examples]'`` in a
+checkout, which ``make demo`` does.
 
 The defaults train for about 90 seconds on a 2-core CPU (about 100 s in all) and reach a
 validation loss near 1.7 nats (2.5 bits) per character against 3.2 for the unigram
@@ -41,7 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from png_plot import line_plot
+from _extras import needs_extra
+
+with needs_extra('examples'):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from tqdm import tqdm
 
 import flaxlike as nn
 from flaxlike import serialization
@@ -416,21 +427,61 @@ def generate(
 # ------------------------------------------------------------------------- training
 
 
-def make_optimizer(args: argparse.Namespace) -> optax.GradientTransformation:
-  """AdamW with linear warmup, cosine decay to a tenth of the peak, and norm clipping."""
-  warmup = min(args.warmup_steps, args.steps // 2)
-  schedule = optax.warmup_cosine_decay_schedule(
-    init_value=0.0,
-    peak_value=args.learning_rate,
-    warmup_steps=warmup,
-    decay_steps=max(args.steps, warmup + 1),
-    end_value=0.1 * args.learning_rate,
-  )
-  # Decay matrices only; biases, LayerNorm scales and offsets keep their values.
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The learning rate: linear warmup from 0, then cosine decay to a tenth of the peak.
+
+  It is saved in the checkpoint, so that a resumed run continues the schedule its first
+  run started instead of one stretched over the new ``--steps``.
+
+  Attributes:
+    peak: the learning rate at the end of the warmup.
+    warmup_steps: steps of linear warmup.
+    decay_steps: the step at which the decay reaches ``peak / 10``; later steps keep it.
+
+  Example:
+
+  >>> rate = Schedule(peak=0.01, warmup_steps=10, decay_steps=100).learning_rate()
+  >>> [round(float(rate(step)), 6) for step in (0, 5, 10, 100, 500)]
+  [0.0, 0.005, 0.01, 0.001, 0.001]
+  """
+
+  peak: float
+  warmup_steps: int
+  decay_steps: int
+
+  @classmethod
+  def over(cls, steps: int, peak: float, warmup_steps: int) -> Schedule:
+    """The schedule for ``steps`` training steps (the warmup takes at most half of them)."""
+    return cls(float(peak), min(warmup_steps, steps // 2), steps)
+
+  @property
+  def end_value(self) -> float:
+    return 0.1 * self.peak
+
+  def learning_rate(self) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=self.peak,
+      warmup_steps=self.warmup_steps,
+      decay_steps=self.decay_steps,
+      end_value=self.end_value,
+    )
+
+  def describe(self) -> str:
+    return (
+      f'warmup to {self.peak:g} over {self.warmup_steps} steps, cosine decay to '
+      f'{self.end_value:g} at step {self.decay_steps}'
+    )
+
+
+def make_optimizer(args: argparse.Namespace, schedule: Schedule) -> optax.GradientTransformation:
+  """AdamW on ``schedule`` with global-norm clipping; weight decay on matrices only."""
+  # Biases, LayerNorm scales and offsets keep their values.
   decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
   return optax.chain(
     optax.clip_by_global_norm(args.clip_norm),
-    optax.adamw(schedule, b2=0.99, weight_decay=args.weight_decay, mask=decay_mask),
+    optax.adamw(schedule.learning_rate(), b2=0.99, weight_decay=args.weight_decay, mask=decay_mask),
   )
 
 
@@ -506,23 +557,66 @@ class Throughput:
     return self.steps * self.tokens_per_step / seconds if seconds > 0 else 0.0
 
 
-_LINE = 79  # width the progress bar and the lines that replace it are padded to
+class Progress:
+  """Training progress: a tqdm bar on a terminal, plain lines in a log.
+
+  On a terminal the bar redraws itself in place and ``line`` prints above it. When the
+  output is a file or a pipe (a log, a test) there is no bar, only the lines, so a log
+  holds one line per evaluation rather than a redraw per update.
+
+  Args:
+    total: the step the run trains to.
+    initial: the step it starts from (a resumed run starts where its checkpoint stopped).
+    file: where to write; ``sys.stdout`` (at the time of the call) by default.
+
+  Example:
+
+  >>> import io
+  >>> log = io.StringIO()  # not a terminal
+  >>> progress = Progress(total=100, initial=0, file=log)
+  >>> progress.update(50, loss=2.5, tokens_per_s=1000.0)
+  >>> progress.line('step 50: validation loss 2.4')
+  >>> progress.close()
+  >>> log.getvalue()
+  'step 50: validation loss 2.4\\n'
+  """
+
+  def __init__(self, total: int, initial: int, file: Any = None):
+    self.file = sys.stdout if file is None else file
+    isatty = getattr(self.file, 'isatty', None)
+    self.live = bool(isatty and isatty())
+    self.bar = (
+      tqdm(total=total, initial=initial, unit='step', file=self.file, dynamic_ncols=True)
+      if self.live
+      else None
+    )
+
+  def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+    """Moves the bar to ``step`` and shows the latest training loss and throughput."""
+    if self.bar is not None:
+      self.bar.set_postfix_str(f'loss {loss:.3f}, {tokens_per_s:,.0f} tok/s', refresh=False)
+      self.bar.update(step - self.bar.n)
+
+  def line(self, text: str) -> None:
+    """Prints ``text`` on its own line (above the bar on a terminal)."""
+    if self.bar is not None:
+      self.bar.write(text, file=self.file)
+    else:
+      print(text, file=self.file, flush=True)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
 
-def progress_bar(step: int, total: int, loss: float, tokens_per_s: float, width: int = 24) -> str:
-  """One status line: ``[#####.....] step/total loss tokens/s``."""
-  done = round(width * step / max(total, 1))
-  return (
-    f'[{"#" * done}{"." * (width - done)}] {step}/{total}  loss {loss:.3f}  '
-    f'{tokens_per_s:,.0f} tok/s'
-  )
-
-
-def _checkpoint_target(state, vocab: str, config: ModelConfig, history: dict[str, list[float]]):
+def _checkpoint_target(
+  state, vocab: str, config: ModelConfig, schedule: Schedule, history: dict[str, list[float]]
+):
   return {
     'state': state,
     'vocab': np.array([ord(c) for c in vocab], np.int32),
     'config': dataclasses.asdict(config),
+    'schedule': dataclasses.asdict(schedule),
     'history': {k: np.asarray(v, np.float64) for k, v in history.items()},
   }
 
@@ -548,16 +642,120 @@ def _restore(workdir: str, config: ModelConfig):
   return raw, vocab
 
 
-def plot_losses(path: str, history: dict[str, list[float]]) -> str:
-  return line_plot(
-    path,
-    {
-      'train': (history['train_step'], history['train_loss']),
-      'validation': (history['val_step'], history['val_loss']),
-    },
-    title='loss (nats/char)',
-    x_label='step',
+def resume_note(schedule: Schedule, resumed_step: int, steps: int) -> str:
+  """What a run resumed at ``resumed_step`` and trained to ``steps`` does with the schedule.
+
+  Example:
+
+  >>> print(resume_note(Schedule(0.01, 2, 6), resumed_step=6, steps=8))
+  The learning-rate schedule is the checkpoint's (warmup to 0.01 over 2 steps, cosine decay
+  to 0.001 at step 6): steps 7 to 8 train at its final rate 0.001, exactly as one
+  uninterrupted run with --steps 8 --schedule-steps 6 would. For a schedule over 8 steps,
+  pass a new --workdir.
+  """
+  if steps <= resumed_step:
+    return (
+      f'The checkpoint is at step {resumed_step} already: nothing to train up to --steps {steps}.'
+    )
+  if steps <= schedule.decay_steps:
+    return (
+      f"The learning-rate schedule continues from the checkpoint's ({schedule.describe()}), "
+      f'exactly as one uninterrupted run with --steps {steps} --schedule-steps '
+      f'{schedule.decay_steps} would.'
+    )
+  return (
+    f"The learning-rate schedule is the checkpoint's ({schedule.describe()}): steps "
+    f'{max(resumed_step, schedule.decay_steps) + 1} to {steps} train at its final rate '
+    f'{schedule.end_value:g}, exactly as one uninterrupted run with --steps {steps} '
+    f'--schedule-steps {schedule.decay_steps} would. For a schedule over {steps} steps, '
+    'pass a new --workdir.'
   )
+
+
+def choose_schedule(args: argparse.Namespace, raw: dict[str, Any] | None) -> Schedule:
+  """The learning-rate schedule of a fresh run, or the one saved in the checkpoint ``raw``.
+
+  A fresh run decays over ``--schedule-steps``, or over ``--steps`` when that is not given.
+  A resumed run keeps its checkpoint's schedule; the flags must agree with it. Raises
+  ``SystemExit`` naming the flags that differ, or when the checkpoint predates saved
+  schedules.
+  """
+  if raw is None:
+    return Schedule.over(args.schedule_steps or args.steps, args.learning_rate, args.warmup_steps)
+  if 'schedule' not in raw:
+    raise SystemExit(
+      f'{args.workdir} holds a checkpoint from an older demo that did not save its learning-rate '
+      'schedule, so resuming it could not continue that schedule; pass another --workdir '
+      'or delete that one.'
+    )
+  saved = Schedule(
+    peak=float(raw['schedule']['peak']),
+    warmup_steps=int(raw['schedule']['warmup_steps']),
+    decay_steps=int(raw['schedule']['decay_steps']),
+  )
+  requested = Schedule.over(
+    args.schedule_steps or saved.decay_steps, args.learning_rate, args.warmup_steps
+  )
+  flags = {
+    'peak': '--learning-rate',
+    'warmup_steps': '--warmup-steps',
+    'decay_steps': '--schedule-steps',
+  }
+  diffs = [
+    f'{flags[field.name]}: saved {getattr(saved, field.name)!r}, '
+    f'requested {getattr(requested, field.name)!r}'
+    for field in dataclasses.fields(Schedule)
+    if getattr(saved, field.name) != getattr(requested, field.name)
+  ]
+  if diffs:
+    raise SystemExit(
+      f'{args.workdir} holds a run with a different learning-rate schedule '
+      f'({"; ".join(diffs)}; the warmup is at most half of the schedule steps); rerun with '
+      'the same flags or pass another --workdir.'
+    )
+  return saved
+
+
+def loss_figure(history: dict[str, list[float]], unigram: float | None = None) -> Figure:
+  """The training and validation loss curves against the step, as a matplotlib figure.
+
+  Example:
+
+  >>> history = {'train_step': [10, 20], 'train_loss': [3.0, 2.5],
+  ...            'val_step': [20], 'val_loss': [2.6]}
+  >>> axes, = loss_figure(history, unigram=3.2).axes[:1]
+  >>> axes.get_xlabel(), [text.get_text() for text in axes.get_legend().get_texts()]
+  ('training step', ['train', 'validation', 'unigram baseline'])
+  """
+  figure = Figure(figsize=(8, 5), dpi=100, layout='constrained')
+  FigureCanvasAgg(figure)  # draws with Agg: no display or GUI toolkit needed
+  axes = figure.subplots()
+  axes.plot(history['train_step'], history['train_loss'], label='train', color='tab:blue')
+  axes.plot(
+    history['val_step'],
+    history['val_loss'],
+    label='validation',
+    color='tab:orange',
+    marker='o',
+  )
+  if unigram is not None:
+    axes.axhline(unigram, label='unigram baseline', color='tab:gray', linestyle='--')
+  axes.set_title('Character-level Transformer on the Python standard library')
+  axes.set_xlabel('training step')
+  axes.set_ylabel('cross-entropy (nats per character)')
+  bits = axes.secondary_yaxis(
+    'right', functions=(lambda nats: nats / math.log(2), lambda b: b * math.log(2))
+  )
+  bits.set_ylabel('bits per character')
+  axes.grid(alpha=0.3)
+  axes.legend()
+  return figure
+
+
+def plot_losses(path: str, history: dict[str, list[float]], unigram: float | None = None) -> str:
+  """Saves ``loss_figure(history, unigram)`` as a PNG at ``path``; returns ``path``."""
+  loss_figure(history, unigram).savefig(path)
+  return path
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -572,6 +770,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     help='checkpoints and the loss plot go here; a rerun resumes from it',
   )
   add('--steps', type=int, default=400, help='total training steps (a resumed run continues)')
+  add(
+    '--schedule-steps',
+    type=int,
+    default=None,
+    help='steps the learning-rate schedule decays over (default: --steps of a fresh run; a '
+    'resumed run keeps the one in its checkpoint, and steps past it keep the final rate)',
+  )
   add('--batch-size', type=int, default=64)
   add('--seq-len', type=int, default=64, help='characters of context per example')
   add('--d-model', type=int, default=128)
@@ -585,8 +790,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     default=False,
     help='stack the blocks with nn.scan (one compiled block, params with a layer axis)',
   )
-  add('--learning-rate', type=float, default=3e-3)
-  add('--warmup-steps', type=int, default=30)
+  add('--learning-rate', type=float, default=3e-3, help='peak of the schedule')
+  add('--warmup-steps', type=int, default=30, help='at most half of the schedule steps')
   add('--weight-decay', type=float, default=0.1)
   add('--clip-norm', type=float, default=1.0)
   add('--max-chars', type=int, default=2_000_000, help='cap on the training text read')
@@ -611,6 +816,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.error(f'--d-model ({args.d_model}) must be divisible by --heads ({args.heads}).')
   if args.seq_len < 2:
     parser.error('--seq-len must be at least 2.')
+  if args.steps < 1 or (args.schedule_steps is not None and args.schedule_steps < 1):
+    parser.error('--steps and --schedule-steps must be at least 1.')
   return args
 
 
@@ -645,14 +852,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   windows = validation_windows(val_ids, args.seq_len, args.eval_windows)
   unigram = unigram_cross_entropy(train_ids, val_ids, config.vocab_size)
 
+  schedule = choose_schedule(args, raw)
   model = CharTransformer(config)
   sample_input = jnp.zeros((1, args.seq_len), jnp.int32)
-  print(nn.tabulate(model, jax.random.key(0), depth=1)(sample_input))
+  # Styled for a terminal (with rich installed); plain and unwrapped into a file or pipe.
+  console = {} if sys.stdout.isatty() else {'force_terminal': False, 'width': 200}
+  print(nn.tabulate(model, jax.random.key(0), depth=1, console_kwargs=console)(sample_input))
   init = jax.jit(model.init, compiler_options=compiler_options(args.fast_compile))
   state = train_state.TrainState.create(
     apply_fn=model.apply,
     params=init(jax.random.key(args.seed), sample_input)['params'],
-    tx=make_optimizer(args),
+    tx=make_optimizer(args, schedule),
   )
   history: dict[str, list[float]] = {
     'train_step': [],
@@ -665,7 +875,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     state = serialization.from_state_dict(state, raw['state'])
     history = {k: [float(v) for v in raw['history'][k]] for k in history}
     resumed_step = int(state.step)
-    print(f'Resumed from the checkpoint at step {resumed_step} in {args.workdir}')
+    print(f'Resumed from the checkpoint at step {resumed_step} in {args.workdir}.')
+    print(resume_note(schedule, resumed_step, args.steps))
 
   train_step, eval_loss = make_steps(model, args.fast_compile)
   plot_path = os.path.join(args.workdir, 'loss.png')
@@ -677,42 +888,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return loss
 
   def save(step: int) -> None:
-    target = _checkpoint_target(state, vocab, config, history)
+    target = _checkpoint_target(state, vocab, config, schedule, history)
     checkpoints.save_checkpoint(args.workdir, target, step, keep=2)
-    plot_losses(plot_path, history)
+    plot_losses(plot_path, history, unigram)
 
   dropout_key = jax.random.key(args.seed + 1)
   step = resumed_step
   pending: list[jax.Array] = []  # losses not yet fetched (fetching waits for the device)
   clock = Throughput(args.batch_size * args.seq_len)
-  # On a terminal the bar redraws itself in place; in a log every update is its own line.
-  bar_end = '' if sys.stdout.isatty() else '\n'
   print(
-    f'Training to step {args.steps} ({clock.tokens_per_step:,} characters per step); '
-    f'unigram baseline {unigram:.3f} nats/char ({unigram / math.log(2):.3f} bits/char)'
+    f'Training to step {args.steps} ({clock.tokens_per_step:,} characters per step; '
+    f'learning rate: {schedule.describe()}); unigram baseline {unigram:.3f} nats/char '
+    f'({unigram / math.log(2):.3f} bits/char)'
   )
+  progress = Progress(total=args.steps, initial=min(step, args.steps))
   while step < args.steps:
     batch = train_batch(train_ids, args.batch_size, args.seq_len, args.seed, step)
     state, loss = train_step(state, batch, dropout_key)
     clock.step_done(loss)
     pending.append(loss)
     step += 1
-    if step % args.log_every == 0 or step == args.steps:
+    evaluate_now = step % args.eval_every == 0 or step == args.steps
+    if step % args.log_every == 0 or evaluate_now:  # evaluations report the training loss too
       history['train_step'].append(step)
       history['train_loss'].append(float(np.mean(jax.device_get(pending))))
       pending = []
-      bar = progress_bar(step, args.steps, history['train_loss'][-1], clock.rate())
-      print('\r' + bar.ljust(_LINE), end=bar_end, flush=True)
-    if step % args.eval_every == 0 or step == args.steps:
+      progress.update(step, history['train_loss'][-1], clock.rate())
+    if evaluate_now:
       clock.pause(state)
       val_loss = validate(step)
-      print(
-        f'\rstep {step}: validation loss {val_loss:.3f} nats/char '
-        f'({val_loss / math.log(2):.3f} bits/char; unigram {unigram:.3f})'.ljust(_LINE)
+      progress.line(
+        f'step {step}/{args.steps}: train loss {history["train_loss"][-1]:.3f}, validation '
+        f'loss {val_loss:.3f} nats/char ({val_loss / math.log(2):.3f} bits/char; unigram '
+        f'{unigram:.3f}), {clock.rate():,.0f} tok/s'
       )
     if step % args.ckpt_every == 0 or step == args.steps:
       clock.pause(state)
       save(step)
+  progress.close()
   clock.pause(state)
   if clock.steps:
     print(
@@ -727,7 +940,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if raw is None:
       save(step)
     else:
-      plot_losses(plot_path, history)
+      plot_losses(plot_path, history, unigram)
   train_loss = history['train_loss'][-1] if history['train_loss'] else float('nan')
   print(
     f'Final validation loss {val_loss:.3f} nats/char = {val_loss / math.log(2):.3f} '

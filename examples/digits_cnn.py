@@ -13,7 +13,7 @@ It shows the pieces a Linen image classifier needs beyond ``params``:
 The data (1797 images, bundled with scikit-learn, no download) is split once into train
 and test sets with a fixed seed. Run it with::
 
-  pip install -e '.[examples]'
+  pip install '.[examples]'
   python examples/digits_cnn.py            # about 99% test accuracy in seconds
   python examples/digits_cnn.py --help     # the flags
 """
@@ -29,8 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from _extras import needs_extra
+
+with needs_extra('examples'):
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
 
 import flaxlike as nn
 from flaxlike.training.train_state import TrainStateWithCollections

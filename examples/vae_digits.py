@@ -13,7 +13,7 @@ It shows a module that needs randomness at apply time:
 
 Run it with::
 
-  pip install -e '.[examples]'
+  pip install '.[examples]'
   python examples/vae_digits.py            # prints the test ELBO and a few samples
   python examples/vae_digits.py --help
 """
@@ -29,8 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from _extras import needs_extra
+
+with needs_extra('examples'):
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
 
 import flaxlike as nn
 

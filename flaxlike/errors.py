@@ -546,3 +546,112 @@ class CorruptCheckpointError(MsgpackDecodeError):
       're-copy it, restore an older step, or pass fallback_to_good=True to '
       'restore_checkpoint.',
     )
+
+
+class CheckpointDigestMismatchError(CorruptCheckpointError):
+  """A checkpoint file's bytes differ from the SHA-256 digest written beside it.
+
+  ``save_checkpoint`` writes ``.<name>.sha256`` next to every checkpoint file and
+  ``restore_checkpoint`` checks it, so bytes changed on storage after the save (bit rot, a
+  bad copy, a disk or transfer error) are caught even when they still decode. Either the
+  checkpoint or its digest file changed; nothing tells which, so neither is trusted.
+
+  Fix: re-copy both files from a good source, restore an older step with ``step=...``, or
+  call ``restore_checkpoint(..., fallback_to_good=True)`` to take the newest checkpoint
+  that verifies. It subclasses ``CorruptCheckpointError``.
+  """
+
+  def __init__(self, path: str, digest_path: str, expected: str, found: str):
+    FlaxlikeError.__init__(
+      self,
+      f'Checkpoint file "{path}" is corrupt: its SHA-256 digest is {found}, but the digest '
+      f'recorded at save time in "{digest_path}" is {expected}, so its bytes changed after '
+      'it was written. Re-copy the checkpoint (and its digest file) from a good source, '
+      'restore an older step, or pass fallback_to_good=True to restore_checkpoint.',
+    )
+
+
+class CorruptOrbaxCheckpointError(CorruptCheckpointError):
+  """An Orbax checkpoint directory exists, but Orbax fails to read it.
+
+  Causes: files of the checkpoint were deleted, cut short or changed on storage (a
+  partial copy or sync of the directory), or it was written by an Orbax version that the
+  installed one cannot read. Orbax commits a checkpoint by renaming its finished
+  temporary directory, so a save that was interrupted never leaves one under a
+  checkpoint name.
+
+  Fix: re-copy the directory from a good source, restore an older step with ``step=...``,
+  or call ``restore_checkpoint(..., fallback_to_good=True)`` to take the newest checkpoint
+  that reads. It subclasses ``CorruptCheckpointError``; Orbax's own error is its
+  ``__cause__``.
+  """
+
+  def __init__(self, path: str, cause: BaseException):
+    FlaxlikeError.__init__(
+      self,
+      f'Orbax checkpoint "{path}" cannot be read: Orbax failed with '
+      f'{type(cause).__name__}: {cause} Re-copy the directory, restore an older step, or '
+      'pass fallback_to_good=True to restore_checkpoint.',
+    )
+
+
+class CheckpointFormatError(FlaxlikeError):
+  """A checkpoint exists but the installed packages cannot read its format.
+
+  ``restore_checkpoint`` never skips a checkpoint it cannot read (a training loop would
+  silently start over): an Orbax checkpoint directory without ``orbax-checkpoint``
+  installed, a directory named like a checkpoint with a layout nothing here knows, or a
+  file in another format (a pickle, a zip archive, ...) raise this error instead.
+
+  Fix: follow the message: install the reader it names (``pip install 'flaxlike[orbax]'``
+  for Orbax checkpoints), convert the file, or move it out of the checkpoint directory.
+  """
+
+  def __init__(self, path: str, looks_like: str, fix: str):
+    super().__init__(f'Cannot restore the checkpoint at "{path}": this is {looks_like}. {fix}')
+
+
+class CheckpointVanishedError(FlaxlikeError, FileNotFoundError):
+  """A checkpoint was deleted while ``restore_checkpoint`` was reading it.
+
+  Another process removed it (``save_checkpoint``'s clean-up of old steps with ``keep``,
+  or ``overwrite=True`` removing newer steps) between listing the directory and opening
+  the file. When restoring the latest checkpoint of a directory, the directory is listed
+  again and the new latest one is taken; this error means the named checkpoint was asked
+  for explicitly, or the checkpoints kept disappearing.
+
+  Fix: retry the restore, or stop the other job from deleting checkpoints while this one
+  reads them. It subclasses ``FileNotFoundError``, so existing handlers keep working.
+  """
+
+  def __init__(self, path: str, detail: str = ''):
+    super().__init__(
+      f'Checkpoint "{path}" was deleted while it was being restored{detail}; another '
+      'process is removing checkpoints from this directory. Retry the restore, or stop '
+      'the other job from deleting checkpoints while this one reads them.'
+    )
+
+
+#################################################
+# Warnings
+#################################################
+
+
+class CheckpointCleanupWarning(UserWarning):
+  """``save_checkpoint`` committed the new checkpoint but could not tidy the directory.
+
+  Removing old checkpoints (``keep``), their digest files or leftover temporary files
+  failed, or the digest of the new checkpoint could not be committed. The new checkpoint
+  is complete and restorable; the message names each file and the reason.
+
+  Fix: check the directory's permissions and free space, then delete the named files by
+  hand (or let the next ``save_checkpoint`` retry).
+  """
+
+
+class CheckpointFallbackWarning(UserWarning):
+  """``restore_checkpoint(..., fallback_to_good=True)`` skipped corrupt checkpoints.
+
+  The message names every skipped file and the checkpoint restored instead. Fix: delete or
+  re-copy the skipped files once you know why they broke.
+  """

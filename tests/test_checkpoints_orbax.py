@@ -147,6 +147,47 @@ def test_fallback_to_good_skips_a_corrupt_msgpack_file_to_an_orbax_step(tmp_path
   assert back == {'s': 1}
 
 
+def test_orbax_step_orbax_cannot_read_is_named_and_fallback_skips_it(tmp_path):
+  with config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+    checkpoints.save_checkpoint(tmp_path, {'w': np.arange(3.0)}, step=1, keep=3)
+  checkpoints.save_checkpoint(tmp_path, {'w': np.arange(3.0) + 1}, step=2, keep=3)
+  broken = tmp_path / 'checkpoint_2'
+  # A partial copy of the directory: the array data is gone, the metadata is there.
+  data = [p for p in broken.rglob('*') if p.is_file() and p.parent.name == 'd']
+  assert data
+  for p in data:
+    p.unlink()
+  with pytest.raises(errors.CorruptOrbaxCheckpointError, match='checkpoint_2.*Orbax failed') as e:
+    checkpoints.restore_checkpoint(tmp_path, None)
+  assert isinstance(e.value, errors.CorruptCheckpointError) and e.value.__cause__ is not None
+  with pytest.warns(errors.CheckpointFallbackWarning, match='checkpoint_2'):
+    back = checkpoints.restore_checkpoint(tmp_path, None, fallback_to_good=True)
+  np.testing.assert_array_equal(back['w'], np.arange(3.0))
+
+
+def test_restore_takes_flax_positional_arguments_and_keyword_only_extensions(tmp_path):
+  checkpoints.save_checkpoint(tmp_path, {'s': 1}, step=1)
+  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+  # Flax's order: ckpt_dir, target, step, prefix, parallel, gda_manager,
+  # allow_partial_mpa_restoration, orbax_checkpointer, orbax_transforms.
+  back = checkpoints.restore_checkpoint(
+    tmp_path, None, 1, 'checkpoint_', True, None, False, checkpointer, None
+  )
+  assert back == {'s': 1}
+  with pytest.raises(TypeError):
+    checkpoints.restore_checkpoint(
+      tmp_path, None, 1, 'checkpoint_', True, None, False, None, None, True
+    )
+
+
+def test_keep_deletes_msgpack_steps_and_their_digests_after_an_orbax_save(tmp_path):
+  with config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+    checkpoints.save_checkpoint(tmp_path, {'s': 1}, step=1)
+  assert sorted(os.listdir(tmp_path)) == ['.checkpoint_1.sha256', 'checkpoint_1']
+  checkpoints.save_checkpoint(tmp_path, {'s': 2}, step=2)
+  assert sorted(os.listdir(tmp_path)) == ['checkpoint_2']
+
+
 def test_without_orbax_saves_msgpack_and_names_the_fix(tmp_path, monkeypatch):
   orbax_dir = checkpoints.save_checkpoint(tmp_path / 'orbax', {'s': 1}, step=1)
   for name in [m for m in sys.modules if m == 'orbax' or m.startswith('orbax.')]:
@@ -155,7 +196,11 @@ def test_without_orbax_saves_msgpack_and_names_the_fix(tmp_path, monkeypatch):
   path = checkpoints.save_checkpoint(tmp_path / 'msgpack', {'s': 2}, step=2)
   assert os.path.isfile(path)
   assert checkpoints.restore_checkpoint(tmp_path / 'msgpack', None) == {'s': 2}
-  with pytest.raises(ImportError, match=r"checkpoint_1.*pip install 'flaxlike\[orbax\]'"):
+  # The layout detection names the directory, what it is and the fix (no bare ImportError).
+  with pytest.raises(
+    errors.CheckpointFormatError,
+    match=r"checkpoint_1.*this is an Orbax checkpoint.*pip install 'flaxlike\[orbax\]'",
+  ):
     checkpoints.restore_checkpoint(orbax_dir, None)
 
 

@@ -150,7 +150,10 @@ def test_two_process_data_parallel_matches_single_process_and_checkpoint_restore
 
   # Written by process 0 alone, from arrays gathered across both processes.
   ckpt_dir = tmp_path / 'ckpt'
-  assert [p.name for p in ckpt_dir.iterdir()] == [f'checkpoint_{worker.STEPS}']
+  assert sorted(p.name for p in ckpt_dir.iterdir()) == [
+    f'.checkpoint_{worker.STEPS}.sha256',
+    f'checkpoint_{worker.STEPS}',
+  ]
   restored = checkpoints.restore_checkpoint(ckpt_dir, target=initial, strict=True)
   assert int(restored.step) == worker.STEPS
   jax.tree_util.tree_map(

@@ -58,6 +58,8 @@ PAGES = (
   Page('flaxlike.linen.transforms', 'transforms', 'Modules'),
   Page('flaxlike.linen.summary', 'summary', 'Modules'),
   Page('flaxlike.linen.spmd', 'spmd', 'Modules'),
+  Page('flaxlike.linen.partitioning', 'partitioning', 'Modules'),
+  Page('flaxlike.linen.kw_only_dataclasses', 'kw_only_dataclasses', 'Modules', extra=('KW_ONLY',)),
   Page('flaxlike.linen.linear', 'linear', 'Layers'),
   Page('flaxlike.linen.attention', 'attention', 'Layers'),
   Page('flaxlike.linen.normalization', 'normalization', 'Layers'),

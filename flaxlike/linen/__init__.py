@@ -19,6 +19,7 @@ from flaxlike.linen import initializers as initializers
 from flaxlike.linen import linear as linear
 from flaxlike.linen import module as module
 from flaxlike.linen import normalization as normalization
+from flaxlike.linen import partitioning as partitioning
 from flaxlike.linen import pooling as pooling
 from flaxlike.linen import recurrent as recurrent
 from flaxlike.linen import spmd as spmd

@@ -390,9 +390,10 @@ class MultiHeadDotProductAttention(Module):
       elif inputs_v.shape[-1] == inputs_v.shape[-2]:
         warnings.warn(
           f'You are passing an array of shape {inputs_v.shape} to the `inputs_v` arg, when '
-          'you may have intended to pass it to the `mask` arg. The call signature is '
-          '`__call__(inputs_q, inputs_k=None, inputs_v=None, *, inputs_kv=None, mask=None, '
-          'deterministic=None)`; use the kwarg `mask` instead.',
+          'you may have intended to pass it to the `mask` arg. Since Flax 0.7.4 '
+          "the function signature of MultiHeadDotProductAttention's `__call__` method has "
+          'changed to `__call__(inputs_q, inputs_k=None, inputs_v=None, *, inputs_kv=None, '
+          'mask=None, deterministic=None)`; pass the mask as the keyword `mask=`.',
           DeprecationWarning,
           stacklevel=2,
         )

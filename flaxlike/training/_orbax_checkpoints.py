@@ -1,11 +1,13 @@
-"""The Orbax side of ``flaxlike.training.checkpoints``: save, restore and detect.
+"""The Orbax side of ``flaxlike.training.checkpoints``: writing and reading one checkpoint.
 
 A checkpoint written here is Flax's Orbax layout: a directory ``<ckpt_dir>/<prefix><step>``
 written by ``orbax.checkpoint.Checkpointer(PyTreeCheckpointHandler())`` (or by the
 checkpointer the caller passes). Orbax writes into a temporary sibling directory and
 renames it when every process has finished, so a crash leaves the previous checkpoints
 as they were. In a multi-process run each process writes only the shards of its own
-devices; nothing is gathered.
+devices; nothing is gathered. Everything around one checkpoint (which format a path is
+in, the ``keep`` rules, errors for unreadable checkpoints) is decided in ``checkpoints``
+for both formats alike.
 
 Orbax is an optional dependency (``flaxlike[orbax]``). Nothing here imports it at module
 import time, so ``import flaxlike`` stays free of it: ``import_orbax`` is called by the
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import os
-import shutil
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,16 +29,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from flaxlike import errors, serialization
+from flaxlike import serialization
 from flaxlike.configurations import config
-
-# Files whose presence marks a directory as an Orbax checkpoint (one is enough), as in
-# Flax: the legacy single 'checkpoint' file, the PyTree metadata and the OCDBT manifest.
-ORBAX_MARKERS = ('checkpoint', '_METADATA', 'manifest.ocdbt')
 
 INSTALL_HINT = "pip install 'flaxlike[orbax]'"
 
-_Listing = Callable[[str, str], list[tuple[Any, str]]]
+_CheckNewStep = Callable[[str, Any], Any]
 _local = threading.local()
 
 
@@ -62,12 +60,18 @@ def import_orbax() -> Any:
 
 
 def orbax_available() -> bool:
-  """Whether orbax-checkpoint can be imported."""
+  """Whether orbax-checkpoint is installed (and not hidden), without importing it.
+
+  Example:
+
+  >>> from flaxlike.training import _orbax_checkpoints
+  >>> _orbax_checkpoints.orbax_available()
+  True
+  """
   try:
-    import_orbax()
-  except ImportError:
+    return importlib.util.find_spec('orbax.checkpoint') is not None
+  except (ImportError, ValueError):  # a parent package is missing or hidden
     return False
-  return True
 
 
 def use_orbax(orbax_checkpointer: Any = None) -> bool:
@@ -97,66 +101,6 @@ def msgpack_format() -> Iterator[None]:
     yield
   finally:
     _local.force_msgpack = previous
-
-
-def is_orbax_checkpoint(path: str | os.PathLike) -> bool:
-  """Whether ``path`` is a directory holding an Orbax checkpoint.
-
-  Example:
-
-  >>> import tempfile
-  >>> from flaxlike.training import _orbax_checkpoints
-  >>> _orbax_checkpoints.is_orbax_checkpoint(tempfile.mkdtemp())
-  False
-  """
-  path = os.fspath(path)
-  return os.path.isdir(path) and any(
-    os.path.exists(os.path.join(path, marker)) for marker in ORBAX_MARKERS
-  )
-
-
-def _remove(path: str) -> None:
-  try:
-    if os.path.isdir(path) and not os.path.islink(path):
-      shutil.rmtree(path)
-    else:
-      os.remove(path)
-  except FileNotFoundError:
-    # Another process (or a concurrent clean-up) removed it first: the goal is reached.
-    pass
-
-
-def prune(
-  found: list[tuple[Any, str]],
-  path: str,
-  step: Any,
-  keep: int,
-  overwrite: bool,
-  keep_every_n_steps: int | None,
-) -> None:
-  """Deletes checkpoints (files or directories) as Flax's ``keep`` rules say.
-
-  Args:
-    found: ``(step, path)`` of every checkpoint in the directory, oldest first.
-    path: the checkpoint just saved.
-    step: its step.
-    keep: how many of the newest checkpoints stay.
-    overwrite: the save replaced newer checkpoints: delete every step above ``step``.
-    keep_every_n_steps: also keep one older checkpoint every this many steps.
-  """
-  if overwrite:
-    for s, p in found:
-      if s > step and p != path:
-        _remove(p)
-    found = [(s, p) for s, p in found if s <= step or p == path]
-  if len(found) <= keep:
-    return
-  last_kept = -float('inf')
-  for s, p in found[: len(found) - keep]:
-    if keep_every_n_steps and s - last_kept >= keep_every_n_steps:
-      last_kept = s
-      continue
-    _remove(p)
 
 
 # Async checkpointers whose pending write the interpreter waits for at exit. Weak, so a
@@ -213,19 +157,17 @@ def save(
   target: Any,
   step: Any,
   prefix: str,
-  keep: int,
   overwrite: bool,
-  keep_every_n_steps: int | None,
   orbax_checkpointer: Any,
-  list_checkpoints: _Listing,
+  check_new_step: _CheckNewStep,
   multiprocess: bool,
 ) -> str:
   """Saves ``target`` as the Orbax checkpoint ``<ckpt_dir>/<prefix><step>``.
 
-  ``list_checkpoints(ckpt_dir, prefix)`` lists the directory's checkpoints, oldest first
-  (the caller's listing, so both formats are counted by the same rules). Every process
-  of a multi-process run must call this; each writes its own shards, process 0 writes
-  the metadata and deletes old checkpoints.
+  ``check_new_step(path, step)`` raises when the step may not be saved (the caller's
+  rule, the same for both formats). Every process of a multi-process run must call
+  this; each writes its own shards and process 0 writes the metadata. Deleting old
+  checkpoints is left to the caller.
   """
   ocp = import_orbax()
   path = os.path.join(ckpt_dir, f'{prefix}{step}')
@@ -248,12 +190,7 @@ def save(
     )
   if jax.process_count() > 1:
     target = jax.tree_util.tree_map(_host_local_to_numpy, target)
-  found = list_checkpoints(ckpt_dir, prefix)
-  if not overwrite:
-    if os.path.exists(path):
-      raise errors.AlreadyExistsError(path)
-    if found and found[-1][0] > step:
-      raise errors.InvalidCheckpointError(path, step)
+  check_new_step(path, step)
   if multiprocess:
     # Every process has checked the directory before any of them changes it.
     multihost_utils.sync_global_devices('flaxlike:checkpoint:checked')
@@ -261,10 +198,6 @@ def save(
   orbax_checkpointer.save(os.path.abspath(path), target, force=overwrite)
   if _is_async(ocp, orbax_checkpointer):
     _track_async(orbax_checkpointer)
-  if jax.process_index() == 0:
-    # An async save is not committed yet: its temporary directory is not listed, so the
-    # `keep` newest committed checkpoints stay until it is, as in Flax.
-    prune(list_checkpoints(ckpt_dir, prefix), path, step, keep, overwrite, keep_every_n_steps)
   return path
 
 
@@ -295,22 +228,15 @@ def restore(
   target: Any,
   orbax_checkpointer: Any = None,
   orbax_transforms: dict | None = None,
-  strict: bool = False,
 ) -> Any:
-  """Restores the Orbax checkpoint directory ``path`` into ``target``.
+  """Reads the Orbax checkpoint directory ``path`` as a state dict shaped by ``target``.
 
   Arrays of ``target`` that carry a sharding (``jax.Array``s, ``jax.ShapeDtypeStruct``s
   with ``sharding=``) are read straight into that sharding; with ``target=None`` the raw
-  state dict comes back, arrays on this process's first device.
+  state dict comes back, arrays on this process's first device. The caller puts the
+  state dict into ``target`` (``serialization.from_state_dict``).
   """
-  try:
-    ocp = import_orbax()
-  except ImportError as e:
-    raise ImportError(
-      f'"{path}" is an Orbax checkpoint (a directory with '
-      f'{" / ".join(m for m in ORBAX_MARKERS if os.path.exists(os.path.join(path, m)))}) '
-      f'and orbax-checkpoint is not installed. Install it with {INSTALL_HINT}.'
-    ) from e
+  ocp = import_orbax()
   path = os.path.abspath(path)  # Orbax takes absolute paths only
   if orbax_checkpointer is None:
     orbax_checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
@@ -332,7 +258,4 @@ def restore(
   elif is_pytree:
     kwargs['restore_args'] = _raw_restore_args(ocp, orbax_checkpointer, path)
   restored = orbax_checkpointer.restore(path, item=target, **kwargs)
-  restored = serialization.to_state_dict(restored)
-  if target is None:
-    return restored
-  return serialization.from_state_dict(target, restored, strict=strict)
+  return serialization.to_state_dict(restored)

@@ -1,10 +1,22 @@
-"""Single-file msgpack checkpoints, compatible with Flax's legacy (non-Orbax) format.
+"""Checkpoints in Flax's layouts: Orbax directories and single-file msgpack checkpoints.
 
-A checkpoint is the file ``<ckpt_dir>/<prefix><step>`` holding exactly
-``serialization.to_bytes(target)``, so Flax restores ours and we restore Flax's.
+Which format a save writes follows Flax 0.12: with orbax-checkpoint installed
+(``flaxlike[orbax]``) and the ``flax_use_orbax_checkpointing`` flag on (its default), or
+when an ``orbax_checkpointer`` is passed, the checkpoint is the Orbax directory
+``<ckpt_dir>/<prefix><step>`` that Linen writes (see ``_orbax_checkpoints``). Otherwise it is
+Flax's legacy msgpack file, described below. Restores read either format, whatever the
+flag says.
 
-Writes are atomic: the bytes go to a hidden temporary file in the same directory
-(``.<prefix>tmp-*``), which is flushed and fsynced, then renamed over the final name with
+A msgpack checkpoint is the file ``<ckpt_dir>/<prefix><step>`` holding exactly
+``serialization.to_bytes(target)``, so Flax restores ours and we restore Flax's. Beside it,
+``save_checkpoint`` writes ``.<prefix><step>.sha256`` (``sha256sum`` format) and
+``restore_checkpoint`` checks it, so bytes that changed on storage are caught even when
+they still decode. Flax lists only names that start with the prefix, so it never mistakes
+the hidden digest file for a checkpoint; a checkpoint without a digest file (written by
+Flax) restores unverified.
+
+Writes are atomic: the bytes go to hidden temporary files in the same directory
+(``.<prefix>tmp-*``), which are flushed and fsynced, then renamed over the final names with
 ``os.replace``, and the directory is fsynced. A crash at any moment leaves the previous
 checkpoints intact and never a partial file under a checkpoint name; leftover temporary
 files are ignored by every reader and removed by the next ``save_checkpoint``.
@@ -13,18 +25,26 @@ In a multi-process run every process calls ``save_checkpoint``: arrays that are 
 addressable are first gathered to host memory on every process (a collective), then only
 process 0 writes, as in Flax. Only one job should save into a directory at a time.
 
-``restore_checkpoint`` raises ``CorruptCheckpointError`` naming the file when a checkpoint
-cannot be decoded (torn or corrupted on storage); ``fallback_to_good=True`` instead takes
-the newest checkpoint that decodes and warns about the skipped files.
+Orbax checkpoints are written the Orbax way instead: into a temporary sibling directory
+renamed when every process has finished, each process writing only its own shards.
+Deleting old checkpoints (``keep``, ``keep_every_n_steps``, ``overwrite``) follows the same
+rules, and the same warnings, for both formats, counting checkpoints of both layouts.
+
+Which reader handles a path is decided in one place, ``_reader_for``: a checkpoint that
+exists but cannot be read with what is installed (an Orbax directory without
+``orbax-checkpoint``, an unknown layout, another file format) raises
+``CheckpointFormatError``, never a silent fresh start.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
 import os
 import re
-import tempfile
+import secrets
+import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,8 +57,30 @@ from flaxlike import errors, serialization
 from flaxlike.training import _orbax_checkpoints
 
 _TMP_TAG = 'tmp-'
+_DIGEST_SUFFIX = '.sha256'
 _NUM_RE = re.compile(r'([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)')
 _UNSIGNED_NUM_RE = re.compile(r'((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)')
+# Entries of a directory that make it one Orbax checkpoint (Flax 0.12's default layout)
+# rather than a directory holding checkpoints. The first three are the ones Flax checks;
+# the others are what Orbax 0.12 writes at the top of a checkpoint as well.
+_ORBAX_MARKERS = (
+  'checkpoint',
+  '_METADATA',
+  'manifest.ocdbt',
+  '_CHECKPOINT_METADATA',
+  '_sharding',
+  'ocdbt.process_0',
+)
+# Orbax writes into '<name>.orbax-checkpoint-tmp-<n>' and renames when done.
+_ORBAX_TMP_INFIX = '.orbax-checkpoint-tmp-'
+# Legacy Flax multi-process checkpoints keep arrays in '<path>_gda' and leave this
+# placeholder string in the msgpack file.
+_GDA_SUFFIX = '_gda'
+_GDA_PLACEHOLDER = '//GDAPlaceholder:'
+# How often a restore of the latest checkpoint lists the directory again when the chosen
+# checkpoint is deleted under it by another process's clean-up.
+_MAX_LISTINGS = 10
+_ORBAX_INSTALL = f'Reading it needs orbax-checkpoint: {_orbax_checkpoints.INSTALL_HINT}.'
 
 
 def natural_sort(file_list: Iterable[str], signed: bool = True) -> list[str]:
@@ -61,6 +103,11 @@ def natural_sort(file_list: Iterable[str], signed: bool = True) -> list[str]:
   return sorted(file_list, key=key)
 
 
+#################################################
+# Listing
+#################################################
+
+
 def _step_of(name: str, prefix: str) -> int | float | None:
   if not name.startswith(prefix):
     return None
@@ -73,7 +120,12 @@ def _step_of(name: str, prefix: str) -> int | float | None:
 
 
 def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[Any, str]]:
-  """(step, path) of every checkpoint file, oldest first."""
+  """(step, path) of every checkpoint, oldest first: files and directories alike.
+
+  Only names ``<prefix><number>`` count, so digest files (hidden), temporary files,
+  Orbax's unfinished ``*.orbax-checkpoint-tmp-*`` directories and legacy ``*_gda``
+  directories are never taken for checkpoints.
+  """
   try:
     names = os.listdir(ckpt_dir)
   except (FileNotFoundError, NotADirectoryError):
@@ -82,14 +134,14 @@ def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[Any, str]]:
   for name in names:
     step = _step_of(name, prefix)
     path = os.path.join(ckpt_dir, name)
-    if step is not None and (os.path.isfile(path) or os.path.isdir(path)):
+    if step is not None and os.path.exists(path):
       found.append((step, path))
   found.sort(key=lambda sp: sp[0])
   return found
 
 
 def available_steps(ckpt_dir: str, prefix: str = 'checkpoint_', step_type: type = int) -> list[Any]:
-  """Steps of the checkpoints in ``ckpt_dir``, ascending.
+  """Steps of the checkpoints in ``ckpt_dir`` (files and Orbax directories), ascending.
 
   Example:
 
@@ -101,13 +153,49 @@ def available_steps(ckpt_dir: str, prefix: str = 'checkpoint_', step_type: type 
   >>> checkpoints.available_steps(d)
   [1, 2, 10]
   """
-  return [step_type(s) for s, _ in _checkpoints(ckpt_dir, prefix)]
+  return [step_type(s) for s, _ in _checkpoints(os.fspath(ckpt_dir), prefix)]
 
 
 def latest_checkpoint(ckpt_dir: str, prefix: str = 'checkpoint_') -> str | None:
-  """Path of the checkpoint with the highest step, or None if there is none."""
-  found = _checkpoints(ckpt_dir, prefix)
+  """Path of the checkpoint with the highest step, or None if there is none.
+
+  Both layouts count, as in Flax: msgpack files and Orbax checkpoint directories named
+  ``<prefix><step>``.
+
+  Example:
+
+  >>> import os, tempfile
+  >>> from flaxlike.training import checkpoints
+  >>> d = tempfile.mkdtemp()
+  >>> _ = checkpoints.save_checkpoint(d, {'x': 1}, step=1)
+  >>> os.path.basename(checkpoints.latest_checkpoint(d))
+  'checkpoint_1'
+  """
+  found = _checkpoints(os.fspath(ckpt_dir), prefix)
   return found[-1][1] if found else None
+
+
+def _digest_path(path: str) -> str:
+  head, name = os.path.split(path)
+  # Hidden, so that it never starts with the checkpoint prefix: Flax lists '<prefix>*'.
+  return os.path.join(head, f'.{name}{_DIGEST_SUFFIX}')
+
+
+#################################################
+# Saving
+#################################################
+
+
+class _HashingWriter:
+  """Passes writes through to a file and feeds the same bytes to SHA-256."""
+
+  def __init__(self, f: Any):
+    self._f = f
+    self.hash = hashlib.sha256()
+
+  def write(self, buf: Any) -> int:
+    self.hash.update(buf)
+    return self._f.write(buf)
 
 
 def _fsync_dir(path: str) -> None:
@@ -123,13 +211,144 @@ def _fsync_dir(path: str) -> None:
     os.close(fd)
 
 
-def _remove_stale_temps(ckpt_dir: str, prefix: str) -> None:
-  for name in os.listdir(ckpt_dir):
-    if name.startswith(f'.{prefix}{_TMP_TAG}'):
+def _new_temp(ckpt_dir: str, prefix: str) -> tuple[int, str]:
+  """Creates a hidden temporary file; mode 0o666 less the umask, as Flax's files get."""
+  while True:
+    tmp = os.path.join(ckpt_dir, f'.{prefix}{_TMP_TAG}{secrets.token_hex(8)}')
+    try:
+      return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+    except FileExistsError:  # pragma: no cover - 64 random bits collided
+      continue
+
+
+def _discard_temps(temps: list[str], error: BaseException) -> None:
+  """Removes temporary files after a failed save without hiding the save's error.
+
+  A removal that fails too (the directory turned read-only) is recorded as a note on
+  ``error``, which the caller re-raises: the caller sees why the save failed, and the
+  note names the leftover file, which readers ignore and the next save removes.
+  """
+  for tmp in temps:
+    try:
+      os.remove(tmp)
+    except FileNotFoundError:
+      pass
+    except OSError as cleanup:
+      error.add_note(
+        f'Removing the temporary file "{tmp}" also failed ({cleanup!r}); readers ignore '
+        'it and the next save_checkpoint into this directory removes it.'
+      )
+
+
+def _write_checkpoint(path: str, target: Any, prefix: str) -> list[str]:
+  """Atomically writes ``to_bytes(target)`` to ``path`` and its digest file beside it.
+
+  Order: both files are written to temporary names and fsynced; an existing digest at
+  ``path`` is removed (so an old digest never pairs with new bytes); the checkpoint is
+  renamed into place; then its digest. A crash between the two renames leaves a complete
+  checkpoint without a digest, which restores unverified, never one that looks corrupt.
+
+  Returns:
+    Problems that did not stop the save (the digest could not be committed), for the
+    caller's warning. Errors before the checkpoint is committed propagate, after the
+    temporary files are removed.
+  """
+  ckpt_dir = os.path.dirname(path)
+  digest_path = _digest_path(path)
+  temps: list[str] = []
+  try:
+    fd, tmp = _new_temp(ckpt_dir, prefix)
+    temps.append(tmp)
+    with os.fdopen(fd, 'wb') as f:
+      hashing = _HashingWriter(f)
+      serialization.write_bytes(hashing, target)
+      f.flush()
+      os.fsync(f.fileno())
+    fd, tmp_digest = _new_temp(ckpt_dir, prefix)
+    temps.append(tmp_digest)
+    with os.fdopen(fd, 'w') as f:
+      f.write(f'{hashing.hash.hexdigest()}  {os.path.basename(path)}\n')
+      f.flush()
+      os.fsync(f.fileno())
+    if os.path.lexists(digest_path):  # never let the old digest pair with the new bytes
+      os.remove(digest_path)
+    if os.path.isdir(path):  # overwrite=True over an Orbax checkpoint of this step
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+    temps.remove(tmp)
+  except BaseException as e:
+    _discard_temps(temps, e)
+    raise
+  problems = []
+  try:
+    os.replace(tmp_digest, digest_path)
+  except OSError as e:
+    problems.append(
+      f'digest "{digest_path}" not written ({e!r}); the checkpoint restores unverified'
+    )
+    _discard_temps([tmp_digest], e)
+  _fsync_dir(ckpt_dir)
+  return problems
+
+
+def _remove_checkpoint(path: str, problems: list[str]) -> None:
+  """Deletes a checkpoint (file or Orbax directory), then its digest file."""
+  try:
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  except FileNotFoundError:
+    pass
+  except OSError as e:
+    problems.append(f'"{path}" ({e!r})')
+    return  # keep the digest: the checkpoint is still there
+  try:
+    os.remove(_digest_path(path))
+  except FileNotFoundError:
+    pass
+  except OSError as e:
+    problems.append(f'"{_digest_path(path)}" ({e!r})')
+
+
+def _tidy_directory(ckpt_dir: str, prefix: str, problems: list[str]) -> None:
+  """Removes leftover temporary files and digests whose checkpoint is gone."""
+  try:
+    names = os.listdir(ckpt_dir)
+  except OSError as e:
+    problems.append(f'"{ckpt_dir}" could not be listed ({e!r})')
+    return
+  for name in names:
+    stale = name.startswith(f'.{prefix}{_TMP_TAG}')
+    if not stale and name.startswith('.') and name.endswith(_DIGEST_SUFFIX):
+      ckpt_name = name[1 : -len(_DIGEST_SUFFIX)]
+      stale = _step_of(ckpt_name, prefix) is not None and not os.path.exists(
+        os.path.join(ckpt_dir, ckpt_name)
+      )
+    if stale:
       try:
         os.remove(os.path.join(ckpt_dir, name))
       except FileNotFoundError:
         pass
+      except OSError as e:
+        problems.append(f'"{os.path.join(ckpt_dir, name)}" ({e!r})')
+
+
+def _remove_outdated(
+  ckpt_dir: str, prefix: str, keep: int, keep_every_n_steps: int | None, problems: list[str]
+) -> None:
+  """Deletes the checkpoints beyond the newest ``keep`` (keeping one per
+  ``keep_every_n_steps``); failures go to ``problems``, never raise."""
+  found = _checkpoints(ckpt_dir, prefix)
+  if len(found) <= keep:
+    return
+  last_kept = -float('inf')
+  # Flax's slice: keep=0 selects nothing, so it never deletes the checkpoint just saved.
+  for step, path in found[:-keep]:
+    if keep_every_n_steps and step - last_kept >= keep_every_n_steps:
+      last_kept = step
+      continue
+    _remove_checkpoint(path, problems)
 
 
 def _is_fully_addressable(x: jax.Array) -> bool:
@@ -182,15 +401,16 @@ def save_checkpoint(
   keep: int = 1,
   overwrite: bool = False,
   keep_every_n_steps: int | None = None,
-  async_manager: Any = None,
+  async_manager: AsyncManager | None = None,
   orbax_checkpointer: Any = None,
 ) -> str:
   """Saves ``target`` as the checkpoint ``<ckpt_dir>/<prefix><step>``.
 
   With orbax-checkpoint installed and ``flax_use_orbax_checkpointing`` on (the default),
-  or when ``orbax_checkpointer`` is given, the checkpoint is an Orbax directory, as
-  Linen writes it. Otherwise it is one msgpack file holding ``to_bytes(target)``,
-  written atomically.
+  or when ``orbax_checkpointer`` is given, the checkpoint is an Orbax directory, as Linen
+  writes it. Otherwise it is one msgpack file holding ``to_bytes(target)``, written
+  atomically, with a SHA-256 digest of it in ``<ckpt_dir>/.<prefix><step>.sha256`` (a name
+  Flax never lists), which ``restore_checkpoint`` verifies.
 
   Args:
     ckpt_dir: directory (created if missing).
@@ -200,8 +420,8 @@ def save_checkpoint(
     prefix: file name prefix.
     keep: how many of the newest checkpoints to keep; older ones are deleted.
     overwrite: allow saving a step that exists or is older than the newest one; the
-      existing file is replaced and every newer checkpoint is deleted, so the saved one
-      becomes the latest.
+      existing checkpoint is replaced and every newer checkpoint is deleted, so the saved
+      one becomes the latest.
     keep_every_n_steps: additionally keep one old checkpoint every this many steps.
     async_manager: an ``AsyncManager``: in the msgpack format the file is written in its
       background thread and this call returns once the arrays are on the host; with
@@ -212,8 +432,15 @@ def save_checkpoint(
       the next save, ``wait_until_finished()`` and interpreter exit wait for it.
 
   In a multi-process run all processes must call this. In the msgpack format arrays that
-  are not fully addressable are gathered collectively and only process 0 writes; with
-  Orbax each process writes its own shards (see ``save_checkpoint_multiprocess``).
+  are not fully addressable are gathered collectively and only process 0 writes, as in
+  Flax; with Orbax each process writes its own shards (see
+  ``save_checkpoint_multiprocess``).
+
+  A failed save raises its own error (a full disk, a directory that turned read-only)
+  and leaves the previous checkpoints as they were, without temporary files wherever the
+  directory still allows deleting them. Once the new checkpoint is committed the save
+  has succeeded: if deleting old checkpoints or leftover files fails then, a
+  ``CheckpointCleanupWarning`` names the files and the reason instead of an error.
 
   Returns:
     The path of the written checkpoint.
@@ -221,13 +448,19 @@ def save_checkpoint(
   Raises:
     AlreadyExistsError: the step exists and ``overwrite`` is False.
     InvalidCheckpointError: a newer step exists and ``overwrite`` is False.
+    OSError: the checkpoint could not be written, or with ``overwrite`` a newer
+      checkpoint could not be deleted (the new one is then written but is not the latest;
+      a note on the error says so).
 
   Example:
 
-  >>> import tempfile, numpy as np
+  >>> import os, tempfile, numpy as np, flaxlike
   >>> from flaxlike.training import checkpoints
   >>> d = tempfile.mkdtemp()
-  >>> path = checkpoints.save_checkpoint(d, {'w': np.ones(2)}, step=3)
+  >>> with flaxlike.config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+  ...   path = checkpoints.save_checkpoint(d, {'w': np.ones(2)}, step=3)
+  >>> sorted(os.listdir(d))
+  ['.checkpoint_3.sha256', 'checkpoint_3']
   >>> checkpoints.restore_checkpoint(d, target=None)
   {'w': array([1., 1.])}
   """
@@ -235,17 +468,8 @@ def save_checkpoint(
   if async_manager is not None:
     async_manager.wait_previous_save()
   if _orbax_checkpoints.use_orbax(orbax_checkpointer):
-    return _orbax_checkpoints.save(
-      ckpt_dir,
-      target,
-      step,
-      prefix,
-      keep,
-      overwrite,
-      keep_every_n_steps,
-      orbax_checkpointer,
-      _checkpoints,
-      multiprocess=False,
+    return _save_orbax(
+      ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, orbax_checkpointer, False
     )
   path = os.path.join(ckpt_dir, f'{prefix}{step}')
   # Gather before the process check: the gather is a collective every process joins.
@@ -255,12 +479,7 @@ def save_checkpoint(
   if async_manager is not None:
     # The arrays are on the host now; the write goes to the manager's thread. Mistakes
     # in the arguments are reported here, in the caller, not later from the thread.
-    if not overwrite:
-      if os.path.exists(path):
-        raise errors.AlreadyExistsError(path)
-      existing = _checkpoints(ckpt_dir, prefix)
-      if existing and existing[-1][0] > step:
-        raise errors.InvalidCheckpointError(path, step)
+    _check_new_step(ckpt_dir, prefix, path, step, overwrite)
     async_manager.save_async(
       functools.partial(
         _save_msgpack_in_background,
@@ -275,42 +494,88 @@ def save_checkpoint(
     )
     return path
   os.makedirs(ckpt_dir, exist_ok=True)
+  _check_new_step(ckpt_dir, prefix, path, step, overwrite)
+  problems: list[str] = []
+  _tidy_directory(ckpt_dir, prefix, problems)
+  problems += _write_checkpoint(path, target, prefix)
+  _clean_up_after_save(ckpt_dir, prefix, path, step, keep, overwrite, keep_every_n_steps, problems)
+  _fsync_dir(ckpt_dir)
+  return path
+
+
+def _check_new_step(
+  ckpt_dir: str, prefix: str, path: str, step: Any, overwrite: bool
+) -> list[tuple[Any, str]]:
+  """Refuses a step that exists or is older than the newest (unless ``overwrite``);
+  returns the directory's checkpoints."""
   existing = _checkpoints(ckpt_dir, prefix)
   if not overwrite:
     if os.path.exists(path):
       raise errors.AlreadyExistsError(path)
     if existing and existing[-1][0] > step:
       raise errors.InvalidCheckpointError(path, step)
-  _remove_stale_temps(ckpt_dir, prefix)
+  return existing
 
-  fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=f'.{prefix}{_TMP_TAG}')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      serialization.write_bytes(f, target)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.remove(tmp)
-    except FileNotFoundError:
-      pass
-    raise
-  _fsync_dir(ckpt_dir)
 
+def _clean_up_after_save(
+  ckpt_dir: str,
+  prefix: str,
+  path: str,
+  step: Any,
+  keep: int,
+  overwrite: bool,
+  keep_every_n_steps: int | None,
+  problems: list[str],
+) -> None:
+  """After a committed save (either format): with ``overwrite`` deletes the newer
+  checkpoints (a failure raises), then the ones beyond ``keep``; other failures, and the
+  ``problems`` already met, become one ``CheckpointCleanupWarning``."""
   if overwrite:
-    for s, p in existing:
-      if s > step:
-        os.remove(p)
-  found = _checkpoints(ckpt_dir, prefix)
-  if len(found) > keep:
-    last_kept = -float('inf')
-    for s, p in found[: len(found) - keep]:
-      if keep_every_n_steps and s - last_kept >= keep_every_n_steps:
-        last_kept = s
-        continue
-      os.remove(p)
-  _fsync_dir(ckpt_dir)
+    _remove_newer(_checkpoints(ckpt_dir, prefix), step, path)
+  _remove_outdated(ckpt_dir, prefix, keep, keep_every_n_steps, problems)
+  if problems:
+    warnings.warn(
+      errors.CheckpointCleanupWarning(
+        f'Saved checkpoint "{path}", but could not clean up: {"; ".join(problems)}. '
+        'Check the permissions of the directory, then delete these files by hand or let '
+        'the next save_checkpoint retry.'
+      ),
+      stacklevel=3,
+    )
+
+
+def _save_orbax(
+  ckpt_dir: str,
+  target: Any,
+  step: Any,
+  prefix: str,
+  keep: int,
+  overwrite: bool,
+  keep_every_n_steps: int | None,
+  orbax_checkpointer: Any,
+  multiprocess: bool,
+) -> str:
+  """Writes an Orbax checkpoint, then process 0 deletes old ones by the msgpack rules.
+
+  An async save is not committed yet when this returns: its temporary directory is not
+  listed, so the ``keep`` newest committed checkpoints stay until it is, as in Flax.
+  """
+  path = _orbax_checkpoints.save(
+    ckpt_dir,
+    target,
+    step,
+    prefix,
+    overwrite,
+    orbax_checkpointer,
+    functools.partial(_check_new_step, ckpt_dir, prefix, overwrite=overwrite),
+    multiprocess=multiprocess,
+  )
+  if jax.process_index() == 0:
+    problems: list[str] = []
+    _tidy_directory(ckpt_dir, prefix, problems)
+    _clean_up_after_save(
+      ckpt_dir, prefix, path, step, keep, overwrite, keep_every_n_steps, problems
+    )
   return path
 
 
@@ -325,11 +590,11 @@ class AsyncManager:
   """Runs msgpack checkpoint writes in a background thread, one at a time, as in Flax.
 
   Pass it to ``save_checkpoint(..., async_manager=manager)`` while saving in the msgpack
-  format: the call copies the arrays to host memory and returns; writing the file,
-  renaming it into place and deleting old checkpoints run in the background. The next
-  save through the manager, ``wait_previous_save()`` and interpreter exit wait for the
-  write, and an error it raised is raised again by the next of those. For Orbax saves
-  use an ``orbax.checkpoint.AsyncCheckpointer`` as ``orbax_checkpointer`` instead; a
+  format: the call copies the arrays to host memory and returns; writing the file and its
+  digest, renaming them into place and deleting old checkpoints run in the background.
+  The next save through the manager, ``wait_previous_save()`` and interpreter exit wait
+  for the write, and an error it raised is raised again by the next of those. For Orbax
+  saves use an ``orbax.checkpoint.AsyncCheckpointer`` as ``orbax_checkpointer`` instead; a
   manager given to an Orbax save only waits for its own previous write.
 
   Example:
@@ -369,7 +634,8 @@ def save_checkpoint_multiprocess(
   keep: int = 1,
   overwrite: bool = False,
   keep_every_n_steps: int | None = None,
-  async_manager: Any = None,
+  async_manager: AsyncManager | None = None,
+  gda_manager: Any = None,
   orbax_checkpointer: Any = None,
 ) -> str:
   """Saves a checkpoint from every process of a multi-process run into a shared directory.
@@ -380,7 +646,9 @@ def save_checkpoint_multiprocess(
   tree and deletes old checkpoints. The checkpoint appears under its final name once
   every process has written. In the msgpack format (``flax_use_orbax_checkpointing`` off
   or Orbax missing) this is ``save_checkpoint``: arrays are gathered and process 0 writes
-  one file. Arguments and errors are those of ``save_checkpoint``.
+  one file. Arguments and errors are those of ``save_checkpoint``; ``gda_manager`` (Flax's
+  legacy array writer) is only waited for: its pending write finishes before this save
+  starts, and flaxlike never writes the legacy ``_gda`` array directory.
 
   Returns:
     The path of the checkpoint.
@@ -401,21 +669,266 @@ def save_checkpoint_multiprocess(
   ckpt_dir = os.fspath(ckpt_dir)
   if async_manager is not None:
     async_manager.wait_previous_save()
+  if gda_manager is not None:
+    gda_manager.wait_until_finished()
   if _orbax_checkpoints.use_orbax(orbax_checkpointer):
-    return _orbax_checkpoints.save(
-      ckpt_dir,
-      target,
-      step,
-      prefix,
-      keep,
-      overwrite,
-      keep_every_n_steps,
-      orbax_checkpointer,
-      _checkpoints,
-      multiprocess=True,
+    return _save_orbax(
+      ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, orbax_checkpointer, True
     )
   return save_checkpoint(
     ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, async_manager
+  )
+
+
+def _remove_newer(existing: list[tuple[Any, str]], step: Any, path: str) -> None:
+  """With ``overwrite``, deletes the checkpoints newer than ``step``; a failure raises,
+  since the one just saved would not be the latest."""
+  problems: list[str] = []
+  for s, p in existing:
+    if s > step:
+      _remove_checkpoint(p, problems)
+  if problems:
+    raise OSError(
+      f'Saved checkpoint "{path}" with overwrite=True, but could not delete the newer '
+      f'checkpoint(s) {"; ".join(problems)}, so it is not the latest: restore_checkpoint '
+      'would still pick a newer one. Delete them by hand.'
+    )
+
+
+#################################################
+# Restoring
+#################################################
+
+_Reader = Callable[[str, Any, bool], Any]
+"""Restores one checkpoint: ``reader(path, target, strict) -> restored``."""
+
+
+def _sniff(path: str) -> str | None:
+  """What a file that is not a msgpack document looks like, from its first bytes."""
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(8)
+  except FileNotFoundError:
+    raise errors.CheckpointVanishedError(path) from None
+  # None of these can start a complete msgpack document longer than a few bytes.
+  if head.startswith(b'PK\x03\x04'):
+    return (
+      'a zip archive (such as a PyTorch .pt file or a NumPy .npz file), not a msgpack checkpoint'
+    )
+  if head.startswith(b'\x93NUMPY'):
+    return 'a NumPy .npy file, not a msgpack checkpoint'
+  if head.startswith(b'\x89HDF\r\n\x1a\n'):
+    return 'an HDF5 file (such as a Keras .h5 file), not a msgpack checkpoint'
+  if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+    return 'a Python pickle, not a msgpack checkpoint'
+  return None
+
+
+def _checkpoint_layout(path: str) -> tuple[str, str]:
+  """Classifies what is at ``path``: ``(kind, what it looks like)``.
+
+  Kinds: ``'msgpack'`` (a file, Flax's legacy format), ``'orbax'`` (an Orbax checkpoint
+  directory), ``'orbax-unfinished'``, ``'flax-gda'`` (a legacy Flax multi-process
+  checkpoint with arrays in ``<path>_gda``), ``'foreign-file'``, ``'unknown'``.
+  """
+  kind, looks_like = _classify(path)
+  # Deleted while being looked at (another process's clean-up): say so, not 'unknown'.
+  if kind == 'unknown' and not os.path.lexists(path):
+    raise errors.CheckpointVanishedError(path)
+  return kind, looks_like
+
+
+def _classify(path: str) -> tuple[str, str]:
+  if not os.path.lexists(path):
+    raise errors.CheckpointVanishedError(path)
+  if os.path.isdir(path):
+    if _ORBAX_TMP_INFIX in os.path.basename(path):
+      return 'orbax-unfinished', 'an unfinished Orbax save (a temporary directory)'
+    if any(os.path.lexists(os.path.join(path, m)) for m in _ORBAX_MARKERS):
+      return 'orbax', (
+        'an Orbax checkpoint (a directory with _METADATA, manifest.ocdbt, ..., as Flax '
+        "0.12's save_checkpoint writes by default)"
+      )
+    return 'unknown', 'a directory named like a checkpoint, in no layout flaxlike knows'
+  if not os.path.isfile(path):
+    return 'unknown', 'neither a regular file nor a directory'
+  if os.path.isdir(path + _GDA_SUFFIX):
+    return 'flax-gda', (
+      f'a legacy Flax multi-process checkpoint whose arrays are in "{path}{_GDA_SUFFIX}" '
+      '(written by save_checkpoint_multiprocess with a gda_manager)'
+    )
+  foreign = _sniff(path)
+  if foreign is not None:
+    return 'foreign-file', foreign
+  return 'msgpack', 'a msgpack checkpoint'
+
+
+def _reader_for(
+  path: str, orbax_checkpointer: Any = None, orbax_transforms: dict | None = None
+) -> _Reader:
+  """The one place that decides which reader restores the checkpoint at ``path``.
+
+  Returns a ``_Reader`` for the formats flaxlike reads: msgpack files (Flax's legacy
+  layout) and, with orbax-checkpoint installed, Orbax checkpoint directories, read with
+  ``orbax_checkpointer`` and ``orbax_transforms``. Everything else that exists raises
+  ``CheckpointFormatError`` naming the path, what it looks like and the fix; a path that
+  no longer exists raises ``CheckpointVanishedError``. Nothing is ever skipped silently.
+
+  ``_checkpoint_layout`` classifies the path; this function maps each kind to a reader
+  or to the error that explains why none is installed. Every restore path (latest,
+  ``step=``, a checkpoint path, ``fallback_to_good``) goes through it.
+  """
+  kind, looks_like = _checkpoint_layout(path)
+  if kind == 'msgpack':
+    return _restore_msgpack
+  if kind == 'orbax':
+    if _orbax_checkpoints.orbax_available():
+      return functools.partial(
+        _restore_orbax, orbax_checkpointer=orbax_checkpointer, orbax_transforms=orbax_transforms
+      )
+    fix = _ORBAX_INSTALL
+  elif kind == 'orbax-unfinished':
+    fix = 'The save that wrote it did not finish; restore a finished checkpoint instead.'
+  elif kind == 'flax-gda':
+    fix = (
+      'flaxlike does not read the separate array directory of that legacy format: '
+      'restore it with flax 0.12 and save it again with save_checkpoint.'
+    )
+  else:
+    fix = 'Convert it to a checkpoint written by save_checkpoint, or move it out of the directory.'
+  raise errors.CheckpointFormatError(path, looks_like, fix)
+
+
+class _HashingReader:
+  """A binary file that feeds every byte read to SHA-256; read in one forward pass."""
+
+  def __init__(self, f: Any):
+    self._f = f
+    self.hash = hashlib.sha256()
+
+  def read(self, n: int = -1) -> bytes:
+    data = self._f.read(n)
+    self.hash.update(data)
+    return data
+
+  def readinto(self, buf: Any) -> int:
+    n = self._f.readinto(buf)
+    if n:
+      self.hash.update(memoryview(buf).cast('B')[:n])
+    return n
+
+  def tell(self) -> int:
+    return self._f.tell()
+
+  def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+    # Only used to learn the size (to the end and straight back), between reads.
+    return self._f.seek(offset, whence)
+
+  def hexdigest(self) -> str:
+    """The digest of the whole file: reads whatever the parser left unread first."""
+    while self.read(1 << 20):
+      pass
+    return self.hash.hexdigest()
+
+
+def _expected_digest(path: str, f: Any) -> str | None:
+  """The digest recorded beside ``path``, or None if there is none (a Flax checkpoint).
+
+  ``f`` is the open checkpoint; if ``path`` no longer names that file once the digest is
+  read, the checkpoint was deleted or replaced meanwhile (the digest may belong to the
+  new one), and ``CheckpointVanishedError`` says so.
+  """
+  digest_path = _digest_path(path)
+  try:
+    with open(digest_path, encoding='ascii', errors='replace') as d:
+      text = d.read(4096)
+  except FileNotFoundError:
+    text = None
+  try:
+    now = os.stat(path)
+  except FileNotFoundError:
+    raise errors.CheckpointVanishedError(path) from None
+  opened = os.fstat(f.fileno())
+  if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+    raise errors.CheckpointVanishedError(path, ' (it was replaced by a new save)')
+  if text is None:
+    return None
+  fields = text.split()
+  if not fields or not re.fullmatch(r'[0-9a-f]{64}', fields[0]):
+    # Never equal to a digest, so the caller reports a mismatch with the digest found.
+    return f'unreadable ({text[:80]!r})'
+  return fields[0]
+
+
+def _has_gda_placeholder(state: Any) -> bool:
+  if isinstance(state, dict):
+    return any(_has_gda_placeholder(v) for v in state.values())
+  return isinstance(state, str) and state.startswith(_GDA_PLACEHOLDER)
+
+
+def _restore_msgpack(path: str, target: Any, strict: bool) -> Any:
+  """Reads a msgpack checkpoint, verifying its digest file when there is one."""
+  try:
+    f = open(path, 'rb')
+  except FileNotFoundError:
+    raise errors.CheckpointVanishedError(path) from None
+  with f:
+    expected = _expected_digest(path, f)
+    source = f if expected is None else _HashingReader(f)
+    try:
+      state = serialization.read_bytes(source, None)
+    except errors.MsgpackDecodeError as e:
+      if expected is not None and (found := source.hexdigest()) != expected:
+        raise errors.CheckpointDigestMismatchError(path, _digest_path(path), expected, found) from e
+      raise errors.CorruptCheckpointError(path, e) from e
+    if expected is not None and (found := source.hexdigest()) != expected:
+      raise errors.CheckpointDigestMismatchError(path, _digest_path(path), expected, found)
+  if _has_gda_placeholder(state):
+    raise errors.CheckpointFormatError(
+      path,
+      'a legacy Flax multi-process checkpoint (its arrays were saved apart, in a "_gda" '
+      'directory, and the file holds placeholders)',
+      'flaxlike does not read that legacy format: restore it with flax 0.12 and save it '
+      'again with save_checkpoint.',
+    )
+  return state if target is None else serialization.from_state_dict(target, state, strict=strict)
+
+
+def _restore_orbax(
+  path: str,
+  target: Any,
+  strict: bool,
+  orbax_checkpointer: Any = None,
+  orbax_transforms: dict | None = None,
+) -> Any:
+  """Reads an Orbax checkpoint directory; a read Orbax cannot finish raises
+  ``CorruptOrbaxCheckpointError`` (which ``fallback_to_good`` skips)."""
+  try:
+    state = _orbax_checkpoints.restore(path, target, orbax_checkpointer, orbax_transforms)
+  except errors.FlaxlikeError:
+    raise
+  except Exception as e:
+    if not os.path.lexists(path):  # deleted by another process's clean-up meanwhile
+      raise errors.CheckpointVanishedError(path) from e
+    raise errors.CorruptOrbaxCheckpointError(path, e) from e
+  if target is None:
+    return state
+  return serialization.from_state_dict(target, state, strict=strict)
+
+
+def _is_single_checkpoint_dir(path: str, prefix: str) -> bool:
+  """Whether the directory ``path`` is one checkpoint rather than a directory of them.
+
+  It is when it has Orbax's top-level files, or when it holds no checkpoints but is
+  named ``<prefix><step>`` and is not empty (a checkpoint in a layout that must not be
+  mistaken for an empty checkpoint directory).
+  """
+  if any(os.path.lexists(os.path.join(path, m)) for m in _ORBAX_MARKERS):
+    return True
+  if _checkpoints(path, prefix):
+    return False
+  return _step_of(os.path.basename(os.path.normpath(path)), prefix) is not None and bool(
+    os.listdir(path)
   )
 
 
@@ -424,31 +937,49 @@ def restore_checkpoint(
   target: Any,
   step: int | float | None = None,
   prefix: str = 'checkpoint_',
-  strict: bool = False,
-  fallback_to_good: bool = False,
+  parallel: bool = True,
+  gda_manager: Any = None,
+  allow_partial_mpa_restoration: bool = False,
   orbax_checkpointer: Any = None,
   orbax_transforms: dict | None = None,
+  *,
+  strict: bool = False,
+  fallback_to_good: bool = False,
 ) -> Any:
   """Restores the latest (or the given) checkpoint into ``target``.
 
+  Either format is read, Orbax directories and msgpack files, whatever
+  ``flax_use_orbax_checkpointing`` says; Orbax ones need orbax-checkpoint installed. From
+  an Orbax checkpoint, arrays of ``target`` that carry a sharding (``jax.Array``s, or
+  ``jax.ShapeDtypeStruct``s with ``sharding=`` such as ``nn.sharded_init`` builds) are read
+  directly into that sharding, on any mesh; other leaves come back as numpy arrays.
+
   Args:
-    ckpt_dir: the checkpoint directory, or the path of one checkpoint file.
+    ckpt_dir: the checkpoint directory, or the path of one checkpoint.
     target: the structure to restore into; ``None`` returns the raw state dict.
     step: a specific step; by default the latest.
     prefix: file name prefix.
-    strict: check shapes, dtypes and extra keys (``serialization.from_state_dict``).
-    fallback_to_good: when ``step`` is None and ``ckpt_dir`` is a directory, skip
-      checkpoints that cannot be decoded, newest first, and restore the newest one that
-      decodes; a ``UserWarning`` names the skipped files.
+    parallel: accepted as in Flax. A msgpack file is read in one streaming pass either
+      way, array data straight into the arrays and the digest computed on the way.
+    gda_manager: accepted as in Flax, where it reads the separate array directory of
+      legacy multi-process checkpoints; flaxlike does not read that layout and raises
+      ``CheckpointFormatError`` for it.
+    allow_partial_mpa_restoration: accepted as in Flax, for that same legacy layout only.
     orbax_checkpointer: the ``orbax.checkpoint.Checkpointer`` that reads an Orbax
       checkpoint (default: a synchronous ``PyTreeCheckpointHandler`` one); an async one
       finishes its pending save first.
     orbax_transforms: Orbax transformations passed on to its ``restore``.
+    strict: (keyword-only, a flaxlike extension) check shapes, dtypes and extra keys
+      (``serialization.from_state_dict``).
+    fallback_to_good: (keyword-only, a flaxlike extension) when ``step`` is None and
+      ``ckpt_dir`` is a directory, skip checkpoints that cannot be read (a msgpack file
+      that does not decode or whose digest does not match, an Orbax directory Orbax
+      cannot read), newest first, and restore the newest good one; a
+      ``CheckpointFallbackWarning`` names the skipped ones. Checkpoints in a format that
+      cannot be read with what is installed are never skipped.
 
-  Either format is read, whatever ``flax_use_orbax_checkpointing`` says. From an Orbax
-  checkpoint, arrays of ``target`` that carry a sharding (``jax.Array``s, or
-  ``jax.ShapeDtypeStruct``s with ``sharding=`` such as ``nn.sharded_init`` builds) are
-  read directly into that sharding, on any mesh; other leaves come back as numpy arrays.
+  When the latest checkpoint of a directory is deleted by another process's clean-up
+  between listing and reading, the directory is listed again and the new latest taken.
 
   Returns:
     The restored object; ``target`` itself, unchanged, when the directory is missing or
@@ -457,8 +988,16 @@ def restore_checkpoint(
   Raises:
     ValueError: ``step`` was given and that checkpoint does not exist.
     CorruptCheckpointError: the file cannot be decoded (truncated, corrupted); with
-      ``fallback_to_good``, when no checkpoint decodes. It subclasses
+      ``fallback_to_good``, when no checkpoint is good. It subclasses
       ``MsgpackDecodeError``.
+    CheckpointDigestMismatchError: the file's bytes differ from its digest file (a
+      ``CorruptCheckpointError``).
+    CorruptOrbaxCheckpointError: Orbax could not read an Orbax checkpoint (a
+      ``CorruptCheckpointError``).
+    CheckpointFormatError: the checkpoint exists but cannot be read with what is
+      installed (an Orbax directory without orbax-checkpoint, an unknown layout).
+    CheckpointVanishedError: the checkpoint was deleted while being read, and no other
+      one took its place.
     RestoreMismatchError: ``strict`` and the data does not fit ``target``.
 
   Example:
@@ -468,61 +1007,74 @@ def restore_checkpoint(
   >>> checkpoints.restore_checkpoint(tempfile.mkdtemp(), target={'a': 1})
   {'a': 1}
   """
+  # One streaming pass always (see the docstring); the legacy GDA layout is refused by
+  # _reader_for, so nothing here reads with a gda_manager.
+  del parallel, gda_manager, allow_partial_mpa_restoration
+  reader_for = functools.partial(
+    _reader_for, orbax_checkpointer=orbax_checkpointer, orbax_transforms=orbax_transforms
+  )
   ckpt_dir = os.fspath(ckpt_dir)
-  if os.path.isfile(ckpt_dir) or _orbax_checkpoints.is_orbax_checkpoint(ckpt_dir):
-    path = ckpt_dir
-  elif step is not None:
+  if step is not None:
     path = os.path.join(ckpt_dir, f'{prefix}{step}')
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
       raise ValueError(
         f'Matching checkpoint not found: {path}. Available steps: '
         f'{available_steps(ckpt_dir, prefix, step_type=lambda s: s)}.'
       )
-  elif fallback_to_good:
-    return _restore_newest_good(ckpt_dir, target, prefix, strict)
-  else:
-    path = latest_checkpoint(ckpt_dir, prefix)
-    if path is None:
-      return target
-  if _orbax_checkpoints.is_orbax_checkpoint(path):
-    return _orbax_checkpoints.restore(path, target, orbax_checkpointer, orbax_transforms, strict)
-  return _restore_file(path, target, strict)
-
-
-def _restore_file(path: str, target: Any, strict: bool) -> Any:
-  if _orbax_checkpoints.is_orbax_checkpoint(path):
-    # fallback_to_good walks both formats; Orbax commits by rename, so it has no torn steps.
-    return _orbax_checkpoints.restore(path, target, strict=strict)
-  with open(path, 'rb') as f:
-    try:
-      return serialization.read_bytes(f, target, strict=strict)
-    except errors.CorruptCheckpointError:
-      raise
-    except errors.MsgpackDecodeError as e:
-      raise errors.CorruptCheckpointError(path, e) from e
-
-
-def _restore_newest_good(ckpt_dir: str, target: Any, prefix: str, strict: bool) -> Any:
-  found = _checkpoints(ckpt_dir, prefix)
-  if not found:
+    return reader_for(path)(path, target, strict)
+  if not os.path.lexists(ckpt_dir):
     return target
+  if os.path.isdir(ckpt_dir) and not _is_single_checkpoint_dir(ckpt_dir, prefix):
+    return _restore_latest(ckpt_dir, target, prefix, strict, fallback_to_good, reader_for)
+  return reader_for(ckpt_dir)(ckpt_dir, target, strict)
+
+
+def _restore_latest(
+  ckpt_dir: str,
+  target: Any,
+  prefix: str,
+  strict: bool,
+  fallback_to_good: bool,
+  reader_for: Callable[[str], _Reader] = _reader_for,
+) -> Any:
+  """Restores the newest (good, with ``fallback_to_good``) checkpoint of a directory,
+  listing it again when the chosen checkpoint is deleted under the restore."""
   skipped: list[str] = []
-  first_error = None
-  for _, path in reversed(found):
-    try:
-      restored = _restore_file(path, target, strict)
-    except errors.CorruptCheckpointError as e:
-      skipped.append(path)
-      first_error = first_error or e
-      continue
-    if skipped:
-      warnings.warn(
-        f'Skipped corrupt checkpoint file(s) {skipped}; restored "{path}" instead.',
-        stacklevel=3,
-      )
-    return restored
-  raise errors.CorruptCheckpointError(
-    found[-1][1],
-    f'no checkpoint in "{ckpt_dir}" decodes (tried {skipped}); the newest '
-    f'failed with: {first_error}',
-  ) from first_error
+  first_error: errors.CorruptCheckpointError | None = None
+  vanished: str | None = None  # the last checkpoint deleted under this restore
+  for _ in range(_MAX_LISTINGS):
+    found = _checkpoints(ckpt_dir, prefix)
+    if not found:
+      if vanished is not None:  # they were there a moment ago: never a silent fresh start
+        raise errors.CheckpointVanishedError(vanished, ' and no checkpoint is left')
+      return target
+    candidates = [p for _, p in reversed(found) if p not in skipped]
+    for path in candidates:
+      try:
+        restored = reader_for(path)(path, target, strict)
+      except errors.CheckpointVanishedError:
+        vanished = path
+        break  # list again
+      except errors.CorruptCheckpointError as e:
+        if not fallback_to_good:
+          raise
+        skipped.append(path)
+        first_error = first_error or e
+        continue
+      if skipped:
+        warnings.warn(
+          errors.CheckpointFallbackWarning(
+            f'Skipped corrupt checkpoint(s) {skipped}; restored "{path}" instead.'
+          ),
+          stacklevel=3,
+        )
+      return restored
+    else:
+      raise errors.CorruptCheckpointError(
+        found[-1][1],
+        f'no checkpoint in "{ckpt_dir}" is good (tried {skipped}); the newest failed '
+        f'with: {first_error}',
+      ) from first_error
+  raise errors.CheckpointVanishedError(
+    str(vanished), f' (the latest checkpoint vanished {_MAX_LISTINGS} times in a row)'
+  )

@@ -8,7 +8,13 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / 'examples'
 
 
 def load_example(name: str):
-  """Imports ``examples/<name>.py`` once per session under the name ``examples_<name>``."""
+  """Imports ``examples/<name>.py`` once per session under the name ``examples_<name>``.
+
+  ``examples/`` goes on ``sys.path`` first: the scripts import their shared helper
+  (``_extras``) by name, as they do when Python runs them from that folder.
+  """
+  if str(EXAMPLES_DIR) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES_DIR))
   module_name = f'examples_{name}'
   if module_name in sys.modules:
     return sys.modules[module_name]

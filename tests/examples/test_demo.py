@@ -1,115 +1,40 @@
-"""Tests of the ``make demo`` example: the PNG writer, the data split, cached decoding and a
-tiny end-to-end run that is resumed from its checkpoint."""
+"""Tests of the ``make demo`` example: the data split, cached decoding, the loss plot, the
+progress output, and a tiny end-to-end run resumed from its checkpoint with more steps."""
 
 import functools
+import importlib.util
+import io
 import math
 import os
-import struct
-import sys
-import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.examples._load import EXAMPLES_DIR, load_example
+pytest.importorskip('matplotlib', reason="the demo needs the 'examples' extra")
+pytest.importorskip('tqdm', reason="the demo needs the 'examples' extra")
 
-# demo.py imports its sibling png_plot by name, as it does when run as a script.
-sys.path.insert(0, str(EXAMPLES_DIR))
+from matplotlib import image  # noqa: E402
+
+from flaxlike import config  # noqa: E402
+from flaxlike.training import checkpoints  # noqa: E402
+from tests.examples._load import load_example  # noqa: E402
+
 demo = load_example('demo')
-import png_plot  # noqa: E402 - importable only once EXAMPLES_DIR is on sys.path
-
-
-def read_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
-  """Decodes an 8-bit RGB, filter-0 PNG (what png_plot writes) into rows of pixels."""
-  assert data[:8] == b'\x89PNG\r\n\x1a\n'
-  pos, chunks = 8, []
-  while pos < len(data):
-    (length,) = struct.unpack('>I', data[pos : pos + 4])
-    tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-    (crc,) = struct.unpack('>I', data[pos + 8 + length : pos + 12 + length])
-    assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF, tag
-    chunks.append((tag, body))
-    pos += 12 + length
-  assert chunks[0][0] == b'IHDR' and chunks[-1] == (b'IEND', b'')
-  width, height, depth, color_type, _, _, interlace = struct.unpack('>IIBBBBB', chunks[0][1])
-  assert (depth, color_type, interlace) == (8, 2, 0)
-  raw = zlib.decompress(b''.join(body for tag, body in chunks if tag == b'IDAT'))
-  stride = 1 + 3 * width
-  assert len(raw) == height * stride
-  rows = []
-  for y in range(height):
-    line = raw[y * stride : (y + 1) * stride]
-    assert line[0] == 0  # filter type: none
-    rows.append([tuple(line[1 + 3 * x : 4 + 3 * x]) for x in range(width)])
-  return width, height, rows
-
-
-def read_file(path):
-  with open(path, 'rb') as f:
-    return read_png(f.read())
-
+import _extras  # noqa: E402 - examples/ is on sys.path once an example is loaded
 
 # Tiny models compile several times faster without XLA's backend optimizations.
 jit = functools.partial(jax.jit, compiler_options=demo.compiler_options(fast_compile=True))
 
 
-# ------------------------------------------------------------------------------ PNG
-
-
-def test_encode_png_round_trip():
-  rng = np.random.default_rng(0)
-  pixels = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
-  width, height, rows = read_png(png_plot.encode_png(7, 5, pixels.tobytes()))
-  assert (width, height) == (7, 5)
-  np.testing.assert_array_equal(np.array(rows, np.uint8), pixels)
-
-
-def test_encode_png_rejects_wrong_size():
-  with pytest.raises(ValueError, match='Expected 18 bytes of RGB data for 3x2, got 17'):
-    png_plot.encode_png(3, 2, bytes(17))
-
-
-def test_canvas_lines_rectangles_and_text():
-  canvas = png_plot.Canvas(20, 10)
-  red, blue = (255, 0, 0), (0, 0, 255)
-  canvas.line(0, 9, 19, 9, red)
-  canvas.rect(2, 2, 3, 4, blue)
-  canvas.line(-5, 0, 30, 0, red)  # clipped, not an error
-  _, _, rows = read_png(canvas.to_png())
-  assert all(rows[9][x] == red for x in range(20))
-  assert {rows[y][x] for y in range(2, 5) for x in (2, 3)} == {blue}
-  assert rows[5][2] == rows[2][4] == png_plot.WHITE
-  canvas = png_plot.Canvas(12, 7)
-  canvas.text(0, 0, '1', scale=1)  # glyph rows 010/110/010/010/111
-  ink = [[canvas.get(x, y) == png_plot.BLACK for x in range(3)] for y in range(5)]
-  assert ink == [[0, 1, 0], [1, 1, 0], [0, 1, 0], [0, 1, 0], [1, 1, 1]]
-
-
-def test_line_plot_draws_series_in_their_colors(tmp_path):
-  path = str(tmp_path / 'plot.png')
-  png_plot.line_plot(
-    path, {'down': ([0, 10], [5.0, 1.0]), 'dot': ([5], [3.0])}, title='t', width=200, height=120
-  )
-  width, height, rows = read_file(path)
-  assert (width, height) == (200, 120)
-  assert rows[0][0] == rows[-1][-1] == png_plot.WHITE
-  down, dot = png_plot.PALETTE[:2]
-  # The legend swatches sit at the top right, so look at the left half for the curve.
-  on_curve = [(x, y) for y in range(height) for x in range(width // 2) if rows[y][x] == down]
-  assert on_curve
-  x_first = min(x for x, _ in on_curve)
-  assert x_first <= 66  # starts at the left edge of the plot area (64 px margin)
-  y_at_first = min(y for x, y in on_curve if x == x_first)
-  y_at_mid = min(y for x, y in on_curve if x == max(x for x, _ in on_curve))
-  assert y_at_first < y_at_mid  # decreasing data goes down the image
-  assert any(rows[y][x] == dot for y in range(height) for x in range(width))
-
-
-def test_nice_ticks():
-  assert png_plot.nice_ticks(0, 100) == [0, 20, 40, 60, 80, 100]
-  assert png_plot.nice_ticks(1.23, 1.27) == [1.23, 1.24, 1.25, 1.26, 1.27]
+def _checkpoint_entries(*steps: int) -> list[str]:
+  """What the demo leaves in its workdir per checkpoint. It saves in the default format,
+  as Flax does: with orbax-checkpoint installed (the test extra) an Orbax directory per
+  step, otherwise a msgpack file and its hidden digest file."""
+  names = [f'checkpoint_{s}' for s in steps]
+  orbax = config.flax_use_orbax_checkpointing and importlib.util.find_spec('orbax.checkpoint')
+  return names if orbax else names + [f'.checkpoint_{s}.sha256' for s in steps]
 
 
 # ----------------------------------------------------------------------------- data
@@ -233,33 +158,127 @@ TINY = [
 ]
 
 
-def test_main_trains_plots_samples_and_resumes(tmp_path, capsys):
+def test_main_trains_plots_samples_and_resumes_on_the_same_schedule(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
-  first = demo.main(TINY + ['--workdir', workdir, '--steps', '6'])
+  first = demo.main(TINY + ['--workdir', workdir, '--steps', '4', '--schedule-steps', '6'])
   out = capsys.readouterr().out
   assert 'CharTransformer Summary' in out
   assert '│ token_embed    │ Embed' in out and 'int32[1,16]' in out
   assert 'Resumed' not in out
-  assert first['resumed_step'] == 0 and first['step'] == 6
+  assert 'learning rate: warmup to 0.003 over 3 steps, cosine decay to 0.0003 at step 6' in out
+  # Not a terminal: no bar redrawn with carriage returns, one line per evaluation.
+  assert '\r' not in out
+  assert out.count('train loss') == 1 and 'step 4/4: train loss ' in out
+  assert first['resumed_step'] == 0 and first['step'] == 4
   assert math.isfinite(first['val_loss']) and math.isfinite(first['train_loss'])
   assert first['bits_per_char'] == pytest.approx(first['val_loss'] / math.log(2))
   assert first['unigram_loss'] > 0
   assert len(first['generated']) == 40
-  assert sorted(os.listdir(workdir)) == ['checkpoint_4', 'checkpoint_6', 'loss.png']
-  width, height, _ = read_file(first['plot_path'])
-  assert (width, height) == (640, 400)
+  assert sorted(os.listdir(workdir)) == sorted(_checkpoint_entries(4) + ['loss.png'])
+  assert image.imread(first['plot_path']).shape[:2] == (500, 800)
 
   second = demo.main(TINY + ['--workdir', workdir, '--steps', '8'])
-  assert 'Resumed from the checkpoint at step 6' in capsys.readouterr().out
-  assert second['resumed_step'] == 6 and second['step'] == 8
+  out = capsys.readouterr().out
+  assert 'Resumed from the checkpoint at step 4' in out
+  note = ' '.join(out.split())  # the note is one long line
+  assert 'steps 7 to 8 train at its final rate 0.0003, exactly as one uninterrupted run' in note
+  assert 'with --steps 8 --schedule-steps 6 would.' in note
+  assert second['resumed_step'] == 4 and second['step'] == 8
   assert math.isfinite(second['val_loss'])
-  assert 'checkpoint_8' in os.listdir(workdir)
+  assert sorted(os.listdir(workdir)) == sorted(_checkpoint_entries(4, 8) + ['loss.png'])
 
+  # What the note says: one uninterrupted run on that schedule ends in the same state,
+  # bit for bit, and logged the same losses at the same steps.
+  reference = str(tmp_path / 'reference')
+  demo.main(TINY + ['--workdir', reference, '--steps', '8', '--schedule-steps', '6'])
+  capsys.readouterr()
+  resumed = checkpoints.restore_checkpoint(workdir, None)
+  uninterrupted = checkpoints.restore_checkpoint(reference, None)
+  assert int(resumed['state']['step']) == 8
+  jax.tree_util.tree_map(np.testing.assert_array_equal, resumed['state'], uninterrupted['state'])
+  assert resumed['history'].keys() == uninterrupted['history'].keys()
+  for key in resumed['history']:
+    np.testing.assert_array_equal(resumed['history'][key], uninterrupted['history'][key])
+
+  # Resuming with other flags is refused, naming what differs.
   with pytest.raises(SystemExit, match='different model .*d_model: saved 16, requested 32'):
-    demo.main(TINY[:5] + ['32'] + TINY[6:] + ['--workdir', workdir, '--steps', '8'])
+    demo.main(TINY[:5] + ['32'] + TINY[6:] + ['--workdir', workdir, '--steps', '10'])
+  with pytest.raises(
+    SystemExit,
+    match=r'different learning-rate schedule \(--learning-rate: saved 0.003, requested 0.01; '
+    r'--warmup-steps: saved 3, requested 5; --schedule-steps: saved 6, requested 10;',
+  ):
+    demo.main(
+      TINY
+      + ['--workdir', workdir, '--steps', '10', '--learning-rate', '0.01', '--schedule-steps', '10']
+    )
+
+  # A checkpoint written before the demo saved its schedule cannot continue it.
+  raw = checkpoints.restore_checkpoint(workdir, None)
+  del raw['schedule']
+  older = str(tmp_path / 'older')
+  checkpoints.save_checkpoint(older, raw, 8)
+  with pytest.raises(SystemExit, match='older demo that did not save its learning-rate schedule'):
+    demo.main(TINY + ['--workdir', older, '--steps', '10'])
 
 
-@pytest.mark.parametrize('module', [demo, png_plot], ids=['demo', 'png_plot'])
+# ------------------------------------------------------------------ plot and progress
+
+
+def test_loss_plot_labels_both_curves_and_the_baseline(tmp_path):
+  history = {
+    'train_step': [2, 4, 6],
+    'train_loss': [4.0, 3.0, 2.5],
+    'val_step': [4, 6],
+    'val_loss': [3.2, 2.8],
+  }
+  figure = demo.loss_figure(history, unigram=3.5)
+  axes = figure.axes[0]
+  assert axes.get_xlabel() == 'training step'
+  assert axes.get_ylabel() == 'cross-entropy (nats per character)'
+  lines = {line.get_label(): line for line in axes.get_lines()}
+  assert [t.get_text() for t in axes.get_legend().get_texts()] == [
+    'train',
+    'validation',
+    'unigram baseline',
+  ]
+  np.testing.assert_array_equal(lines['train'].get_xydata(), [[2, 4.0], [4, 3.0], [6, 2.5]])
+  np.testing.assert_array_equal(lines['validation'].get_xydata(), [[4, 3.2], [6, 2.8]])
+  path = demo.plot_losses(str(tmp_path / 'loss.png'), history, unigram=3.5)
+  with open(path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  pixels = image.imread(path)
+  assert pixels.shape[:2] == (500, 800)
+  assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50  # antialiased text
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal():
+  out = _Terminal()
+  progress = demo.Progress(total=10, initial=2, file=out)
+  progress.update(5, loss=1.25, tokens_per_s=1234.0)
+  progress.line('step 5/10: validation loss 1.2')
+  progress.close()
+  text = out.getvalue()
+  assert '\r' in text and '5/10' in text and 'loss 1.250, 1,234 tok/s' in text
+  assert 'step 5/10: validation loss 1.2\n' in text
+
+
+def test_progress_in_a_log_is_the_lines_alone():
+  out = io.StringIO()
+  progress = demo.Progress(total=10, initial=0, file=out)
+  for step in range(1, 11):
+    progress.update(step, loss=1.0, tokens_per_s=1.0)
+  progress.line('step 10/10: done')
+  progress.close()
+  assert out.getvalue() == 'step 10/10: done\n'
+
+
+@pytest.mark.parametrize('module', [demo, _extras], ids=['demo', '_extras'])
 def test_docstring_examples(module):
   # examples/ is outside the doctest paths of the suite, so run its examples here.
   import doctest
