@@ -575,8 +575,9 @@ class CorruptOrbaxCheckpointError(CorruptCheckpointError):
   """An Orbax checkpoint directory exists, but Orbax fails to read it.
 
   Causes: files of the checkpoint were deleted, cut short or changed on storage (a
-  partial copy or sync of the directory), or it was written by an Orbax version that the
-  installed one cannot read. Orbax commits a checkpoint by renaming its finished
+  partial copy or sync of the directory), it was written by an Orbax version that the
+  installed one cannot read, or the ``target`` passed to ``restore_checkpoint`` has a tree
+  Orbax cannot match to the saved one (Orbax's message, quoted, says which). Orbax commits a checkpoint by renaming its finished
   temporary directory, so a save that was interrupted never leaves one under a
   checkpoint name.
 
