@@ -12,7 +12,7 @@ EXAMPLES_STAMP := $(VENV)/.installed-examples-stamp
 # The tests also smoke-test examples/, so they need the 'examples' extra too.
 TEST_STAMP := $(VENV)/.installed-test-stamp
 
-.PHONY: test demo golden bench clean
+.PHONY: test demo golden orbax-fixtures bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ golden:
 	test -x .flaxenv/bin/python || $(PYTHON) -m venv .flaxenv
 	.flaxenv/bin/pip install --quiet flax==0.12.8 jax==0.10.2 jaxlib==0.10.2
 	.flaxenv/bin/python tests/fixtures/make_golden.py
+
+# Re-record the Orbax checkpoint fixtures: Flax writes, flaxlike writes the same values,
+# then Flax restores flaxlike's and the verdict lands in tests/fixtures/orbax/.
+orbax-fixtures: $(TEST_STAMP)
+	test -x .flaxenv/bin/python || $(PYTHON) -m venv .flaxenv
+	.flaxenv/bin/pip install --quiet flax==0.12.8 jax==0.10.2 jaxlib==0.10.2 orbax-checkpoint==0.12.8
+	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-write
+	$(PY) tests/fixtures/make_orbax_fixtures.py flaxlike-write
+	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-read
 
 # The benchmarks need the library alone.
 bench: $(RUNTIME_STAMP)

@@ -35,8 +35,9 @@ these values itself.) Each process then generates, or would read from disk, only
 ``jax.make_array_from_process_local_data``, which assembles the global batch without
 copying data between hosts. ``sharded_init`` runs unchanged: every process computes only
 the parameter shards on its own devices. Save checkpoints with
-``flaxlike.training.checkpoints.save_checkpoint`` called from every process; it gathers the
-arrays and process 0 writes the file.
+``flaxlike.training.checkpoints.save_checkpoint_multiprocess`` called from every process:
+with ``flaxlike[orbax]`` installed each process writes only its own shards (without Orbax,
+the arrays are gathered and process 0 writes one file).
 """
 
 from __future__ import annotations

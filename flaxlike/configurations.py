@@ -41,6 +41,12 @@ _FLAG_DEFAULTS: dict[str, tuple[Any, str]] = {
     "Hide flaxlike's own frames (with JAX's) from the tracebacks of errors raised under a "
     'JAX transform; see flaxlike.traceback_util.',
   ),
+  'flax_use_orbax_checkpointing': (
+    True,
+    'Save checkpoints with Orbax (a directory per step) when orbax-checkpoint is '
+    "installed (pip install 'flaxlike[orbax]'), as Linen does; off, or without Orbax, "
+    'save single msgpack files. Restoring reads either format whatever the flag says.',
+  ),
 }
 
 # name -> function called with the new value after ``config.update(name, value)``, for flags

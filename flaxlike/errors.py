@@ -605,6 +605,31 @@ class CheckpointDigestMismatchError(CorruptCheckpointError):
     )
 
 
+class CorruptOrbaxCheckpointError(CorruptCheckpointError):
+  """An Orbax checkpoint directory exists, but Orbax fails to read it.
+
+  Causes: files of the checkpoint were deleted, cut short or changed on storage (a
+  partial copy or sync of the directory), it was written by an Orbax version that the
+  installed one cannot read, or the ``target`` passed to ``restore_checkpoint`` has a tree
+  Orbax cannot match to the saved one (Orbax's message, quoted, says which). Orbax commits a checkpoint by renaming its finished
+  temporary directory, so a save that was interrupted never leaves one under a
+  checkpoint name.
+
+  Fix: re-copy the directory from a good source, restore an older step with ``step=...``,
+  or call ``restore_checkpoint(..., fallback_to_good=True)`` to take the newest checkpoint
+  that reads. It subclasses ``CorruptCheckpointError``; Orbax's own error is its
+  ``__cause__``.
+  """
+
+  def __init__(self, path: str, cause: BaseException):
+    FlaxlikeError.__init__(
+      self,
+      f'Orbax checkpoint "{path}" cannot be read: Orbax failed with '
+      f'{type(cause).__name__}: {cause} Re-copy the directory, restore an older step, or '
+      'pass fallback_to_good=True to restore_checkpoint.',
+    )
+
+
 class CheckpointFormatError(FlaxlikeError):
   """A checkpoint exists but the installed packages cannot read its format.
 

@@ -22,12 +22,23 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from flaxlike import errors, serialization
+from flaxlike import config, errors, serialization
 from flaxlike.training import checkpoints, train_state
 from tests.fixtures import make_msgpack_fixtures as fx
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'msgpack')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _msgpack_format(monkeypatch):
+  """These tests are about the msgpack file format: pin it although Orbax is installed.
+
+  The environment variable reaches the subprocesses some tests start.
+  """
+  monkeypatch.setenv('FLAX_USE_ORBAX_CHECKPOINTING', '0')
+  with config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+    yield
 
 
 def test_layout_is_to_bytes(tmp_path):

@@ -44,8 +44,12 @@ def _kill_running(procs: list[subprocess.Popen]) -> None:
       p.wait()
 
 
-def _run_workers(out_dir) -> list[dict]:
-  """Runs the worker processes to completion; returns their results or fails with stderr."""
+def _run_workers(out_dir, script: str = worker.__file__) -> list[dict]:
+  """Runs the worker processes to completion; returns their results or fails with stderr.
+
+  ``script`` takes ``--process-id/--num-processes/--port/--out`` and writes
+  ``out_dir/result_<process id>.json``.
+  """
   env = dict(
     os.environ,
     XLA_FLAGS=f'--xla_force_host_platform_device_count={LOCAL_DEVICES}',
@@ -63,7 +67,7 @@ def _run_workers(out_dir) -> list[dict]:
         subprocess.Popen(
           [
             sys.executable,
-            worker.__file__,
+            script,
             '--process-id',
             str(i),
             '--num-processes',
@@ -118,7 +122,11 @@ def _single_process_run():
   return initial, state, losses
 
 
-def test_two_process_data_parallel_matches_single_process_and_checkpoint_restores(tmp_path):
+def test_two_process_data_parallel_matches_single_process_and_checkpoint_restores(
+  tmp_path, monkeypatch
+):
+  # The msgpack path, which gathers; test_checkpoints_orbax.py runs the Orbax one.
+  monkeypatch.setenv('FLAX_USE_ORBAX_CHECKPOINTING', '0')
   results = _run_workers(tmp_path)
   initial, reference, reference_losses = _single_process_run()
 

@@ -83,6 +83,7 @@ PAGES = (
   ),
   Page('flaxlike.training.train_state', 'training.train_state', 'Saving and training'),
   Page('flaxlike.training.checkpoints', 'training.checkpoints', 'Saving and training'),
+  Page('flaxlike.training.orbax_utils', 'training.orbax_utils', 'Saving and training'),
   Page('flaxlike.training.common_utils', 'training.common_utils', 'Saving and training'),
   Page('flaxlike.training.dynamic_scale', 'training.dynamic_scale', 'Saving and training'),
   Page('flaxlike.training.early_stopping', 'training.early_stopping', 'Saving and training'),

@@ -216,6 +216,10 @@ def from_state_dict(target: Any, state: Any, name: str = '.', strict: bool = Fal
       if _path.strict:
         _check_leaf(target, state)
       return state
+    if state is None and isinstance(target, (dict, FrozenDict, list, tuple)) and not target:
+      # Orbax stores an empty container (an optimizer's EmptyState, an empty dict) as
+      # None, so a raw Orbax restore has None where the target is empty.
+      return target
     if _path.strict and not isinstance(state, dict):
       raise _not_a_state_dict(target, state)
     return handler[1](target, state)

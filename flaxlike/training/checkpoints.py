@@ -1,6 +1,13 @@
-"""Checkpoints in Flax's layout: single-file msgpack checkpoints, verified by a digest.
+"""Checkpoints in Flax's layouts: Orbax directories and single-file msgpack checkpoints.
 
-A checkpoint is the file ``<ckpt_dir>/<prefix><step>`` holding exactly
+Which format a save writes follows Flax 0.12: with orbax-checkpoint installed
+(``flaxlike[orbax]``) and the ``flax_use_orbax_checkpointing`` flag on (its default), or
+when an ``orbax_checkpointer`` is passed, the checkpoint is the Orbax directory
+``<ckpt_dir>/<prefix><step>`` that Linen writes (see ``_orbax_checkpoints``). Otherwise it is
+Flax's legacy msgpack file, described below. Restores read either format, whatever the
+flag says.
+
+A msgpack checkpoint is the file ``<ckpt_dir>/<prefix><step>`` holding exactly
 ``serialization.to_bytes(target)``, so Flax restores ours and we restore Flax's. Beside it,
 ``save_checkpoint`` writes ``.<prefix><step>.sha256`` (``sha256sum`` format) and
 ``restore_checkpoint`` checks it, so bytes that changed on storage are caught even when
@@ -18,6 +25,11 @@ In a multi-process run every process calls ``save_checkpoint``: arrays that are 
 addressable are first gathered to host memory on every process (a collective), then only
 process 0 writes, as in Flax. Only one job should save into a directory at a time.
 
+Orbax checkpoints are written the Orbax way instead: into a temporary sibling directory
+renamed when every process has finished, each process writing only its own shards.
+Deleting old checkpoints (``keep``, ``keep_every_n_steps``, ``overwrite``) follows the same
+rules, and the same warnings, for both formats, counting checkpoints of both layouts.
+
 Which reader handles a path is decided in one place, ``_reader_for``: a checkpoint that
 exists but cannot be read with what is installed (an Orbax directory without
 ``orbax-checkpoint``, an unknown layout, another file format) raises
@@ -26,8 +38,9 @@ exists but cannot be read with what is installed (an Orbax directory without
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import hashlib
-import importlib.util
 import os
 import re
 import secrets
@@ -41,6 +54,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from flaxlike import errors, serialization
+from flaxlike.training import _orbax_checkpoints
 
 _TMP_TAG = 'tmp-'
 _DIGEST_SUFFIX = '.sha256'
@@ -66,7 +80,7 @@ _GDA_PLACEHOLDER = '//GDAPlaceholder:'
 # How often a restore of the latest checkpoint lists the directory again when the chosen
 # checkpoint is deleted under it by another process's clean-up.
 _MAX_LISTINGS = 10
-_ORBAX_INSTALL = "Reading it needs orbax-checkpoint: pip install 'flaxlike[orbax]'."
+_ORBAX_INSTALL = f'Reading it needs orbax-checkpoint: {_orbax_checkpoints.INSTALL_HINT}.'
 
 
 def natural_sort(file_list: Iterable[str], signed: bool = True) -> list[str]:
@@ -387,15 +401,21 @@ def save_checkpoint(
   keep: int = 1,
   overwrite: bool = False,
   keep_every_n_steps: int | None = None,
+  async_manager: AsyncManager | None = None,
+  orbax_checkpointer: Any = None,
 ) -> str:
-  """Atomically writes ``to_bytes(target)`` to ``<ckpt_dir>/<prefix><step>``.
+  """Saves ``target`` as the checkpoint ``<ckpt_dir>/<prefix><step>``.
 
-  A SHA-256 digest of the file goes to ``<ckpt_dir>/.<prefix><step>.sha256`` (a name
+  With orbax-checkpoint installed and ``flax_use_orbax_checkpointing`` on (the default),
+  or when ``orbax_checkpointer`` is given, the checkpoint is an Orbax directory, as Linen
+  writes it. Otherwise it is one msgpack file holding ``to_bytes(target)``, written
+  atomically, with a SHA-256 digest of it in ``<ckpt_dir>/.<prefix><step>.sha256`` (a name
   Flax never lists), which ``restore_checkpoint`` verifies.
 
   Args:
     ckpt_dir: directory (created if missing).
-    target: any serializable object (params, a ``TrainState``, ...).
+    target: any serializable object (params, a ``TrainState``, ...); for Orbax, a
+      pytree (wrap a lone array in a dict).
     step: training step, part of the file name.
     prefix: file name prefix.
     keep: how many of the newest checkpoints to keep; older ones are deleted.
@@ -403,10 +423,18 @@ def save_checkpoint(
       existing checkpoint is replaced and every newer checkpoint is deleted, so the saved
       one becomes the latest.
     keep_every_n_steps: additionally keep one old checkpoint every this many steps.
+    async_manager: an ``AsyncManager``: in the msgpack format the file is written in its
+      background thread and this call returns once the arrays are on the host; with
+      Orbax, only the manager's previous save is waited for.
+    orbax_checkpointer: the ``orbax.checkpoint.Checkpointer`` that writes the checkpoint
+      (default: a synchronous one). With an ``AsyncCheckpointer`` the call returns once
+      the arrays are copied off the devices and the write goes on in the background;
+      the next save, ``wait_until_finished()`` and interpreter exit wait for it.
 
-  In a multi-process run all processes must call this (arrays that are not fully
-  addressable are gathered collectively); only process 0 writes, and the others return
-  the path without touching the directory.
+  In a multi-process run all processes must call this. In the msgpack format arrays that
+  are not fully addressable are gathered collectively and only process 0 writes, as in
+  Flax; with Orbax each process writes its own shards (see
+  ``save_checkpoint_multiprocess``).
 
   A failed save raises its own error (a full disk, a directory that turned read-only)
   and leaves the previous checkpoints as they were, without temporary files wherever the
@@ -426,35 +454,85 @@ def save_checkpoint(
 
   Example:
 
-  >>> import os, tempfile, numpy as np
+  >>> import os, tempfile, numpy as np, flaxlike
   >>> from flaxlike.training import checkpoints
   >>> d = tempfile.mkdtemp()
-  >>> path = checkpoints.save_checkpoint(d, {'w': np.ones(2)}, step=3)
+  >>> with flaxlike.config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+  ...   path = checkpoints.save_checkpoint(d, {'w': np.ones(2)}, step=3)
   >>> sorted(os.listdir(d))
   ['.checkpoint_3.sha256', 'checkpoint_3']
   >>> checkpoints.restore_checkpoint(d, target=None)
   {'w': array([1., 1.])}
   """
   ckpt_dir = os.fspath(ckpt_dir)
+  if async_manager is not None:
+    async_manager.wait_previous_save()
+  if _orbax_checkpoints.use_orbax(orbax_checkpointer):
+    return _save_orbax(
+      ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, orbax_checkpointer, False
+    )
   path = os.path.join(ckpt_dir, f'{prefix}{step}')
   # Gather before the process check: the gather is a collective every process joins.
   target = gather_to_host(target)
   if jax.process_index() != 0:
     return path
+  if async_manager is not None:
+    # The arrays are on the host now; the write goes to the manager's thread. Mistakes
+    # in the arguments are reported here, in the caller, not later from the thread.
+    _check_new_step(ckpt_dir, prefix, path, step, overwrite)
+    async_manager.save_async(
+      functools.partial(
+        _save_msgpack_in_background,
+        ckpt_dir,
+        target,
+        step,
+        prefix,
+        keep,
+        overwrite,
+        keep_every_n_steps,
+      )
+    )
+    return path
   os.makedirs(ckpt_dir, exist_ok=True)
+  _check_new_step(ckpt_dir, prefix, path, step, overwrite)
+  problems: list[str] = []
+  _tidy_directory(ckpt_dir, prefix, problems)
+  problems += _write_checkpoint(path, target, prefix)
+  _clean_up_after_save(ckpt_dir, prefix, path, step, keep, overwrite, keep_every_n_steps, problems)
+  _fsync_dir(ckpt_dir)
+  return path
+
+
+def _check_new_step(
+  ckpt_dir: str, prefix: str, path: str, step: Any, overwrite: bool
+) -> list[tuple[Any, str]]:
+  """Refuses a step that exists or is older than the newest (unless ``overwrite``);
+  returns the directory's checkpoints."""
   existing = _checkpoints(ckpt_dir, prefix)
   if not overwrite:
     if os.path.exists(path):
       raise errors.AlreadyExistsError(path)
     if existing and existing[-1][0] > step:
       raise errors.InvalidCheckpointError(path, step)
-  problems: list[str] = []
-  _tidy_directory(ckpt_dir, prefix, problems)
-  problems += _write_checkpoint(path, target, prefix)
+  return existing
+
+
+def _clean_up_after_save(
+  ckpt_dir: str,
+  prefix: str,
+  path: str,
+  step: Any,
+  keep: int,
+  overwrite: bool,
+  keep_every_n_steps: int | None,
+  problems: list[str],
+) -> None:
+  """After a committed save (either format): with ``overwrite`` deletes the newer
+  checkpoints (a failure raises), then the ones beyond ``keep``; other failures, and the
+  ``problems`` already met, become one ``CheckpointCleanupWarning``."""
   if overwrite:
-    _remove_newer(existing, step, path)
+    _remove_newer(_checkpoints(ckpt_dir, prefix), step, path)
   _remove_outdated(ckpt_dir, prefix, keep, keep_every_n_steps, problems)
-  _fsync_dir(ckpt_dir)
   if problems:
     warnings.warn(
       errors.CheckpointCleanupWarning(
@@ -462,9 +540,144 @@ def save_checkpoint(
         'Check the permissions of the directory, then delete these files by hand or let '
         'the next save_checkpoint retry.'
       ),
-      stacklevel=2,
+      stacklevel=3,
+    )
+
+
+def _save_orbax(
+  ckpt_dir: str,
+  target: Any,
+  step: Any,
+  prefix: str,
+  keep: int,
+  overwrite: bool,
+  keep_every_n_steps: int | None,
+  orbax_checkpointer: Any,
+  multiprocess: bool,
+) -> str:
+  """Writes an Orbax checkpoint, then process 0 deletes old ones by the msgpack rules.
+
+  An async save is not committed yet when this returns: its temporary directory is not
+  listed, so the ``keep`` newest committed checkpoints stay until it is, as in Flax.
+  """
+  path = _orbax_checkpoints.save(
+    ckpt_dir,
+    target,
+    step,
+    prefix,
+    overwrite,
+    orbax_checkpointer,
+    functools.partial(_check_new_step, ckpt_dir, prefix, overwrite=overwrite),
+    multiprocess=multiprocess,
+  )
+  if jax.process_index() == 0:
+    problems: list[str] = []
+    _tidy_directory(ckpt_dir, prefix, problems)
+    _clean_up_after_save(
+      ckpt_dir, prefix, path, step, keep, overwrite, keep_every_n_steps, problems
     )
   return path
+
+
+def _save_msgpack_in_background(ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n):
+  # `target` holds host arrays only; the format stays the one chosen when the save was
+  # requested, whatever the flag says by the time the thread runs.
+  with _orbax_checkpoints.msgpack_format():
+    save_checkpoint(ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n)
+
+
+class AsyncManager:
+  """Runs msgpack checkpoint writes in a background thread, one at a time, as in Flax.
+
+  Pass it to ``save_checkpoint(..., async_manager=manager)`` while saving in the msgpack
+  format: the call copies the arrays to host memory and returns; writing the file and its
+  digest, renaming them into place and deleting old checkpoints run in the background.
+  The next save through the manager, ``wait_previous_save()`` and interpreter exit wait
+  for the write, and an error it raised is raised again by the next of those. For Orbax
+  saves use an ``orbax.checkpoint.AsyncCheckpointer`` as ``orbax_checkpointer`` instead; a
+  manager given to an Orbax save only waits for its own previous write.
+
+  Example:
+
+  >>> import tempfile, numpy as np, flaxlike
+  >>> from flaxlike.training import checkpoints
+  >>> manager, d = checkpoints.AsyncManager(), tempfile.mkdtemp()
+  >>> with flaxlike.config.temp_flip_flag('flax_use_orbax_checkpointing', False):
+  ...   path = checkpoints.save_checkpoint(d, {'w': np.ones(2)}, 1, async_manager=manager)
+  >>> manager.wait_previous_save()
+  >>> checkpoints.restore_checkpoint(d, None)
+  {'w': array([1., 1.])}
+  """
+
+  def __init__(self, max_workers: int = 1):
+    self.executor = concurrent.futures.ThreadPoolExecutor(
+      max_workers=max_workers, thread_name_prefix='flaxlike-checkpoint'
+    )
+    self.save_future: concurrent.futures.Future | None = None
+
+  def wait_previous_save(self) -> None:
+    """Blocks until the previous save is written; raises the error it failed with."""
+    if self.save_future is not None:
+      self.save_future.result()
+
+  def save_async(self, task: Callable[[], Any]) -> None:
+    """Waits for the previous save, then runs ``task`` in the background."""
+    self.wait_previous_save()
+    self.save_future = self.executor.submit(task)
+
+
+def save_checkpoint_multiprocess(
+  ckpt_dir: str | os.PathLike,
+  target: Any,
+  step: int | float,
+  prefix: str = 'checkpoint_',
+  keep: int = 1,
+  overwrite: bool = False,
+  keep_every_n_steps: int | None = None,
+  async_manager: AsyncManager | None = None,
+  gda_manager: Any = None,
+  orbax_checkpointer: Any = None,
+) -> str:
+  """Saves a checkpoint from every process of a multi-process run into a shared directory.
+
+  Every process must call it with the same arguments. With Orbax (the default when
+  installed) each process writes only the shards of the arrays that live on its own
+  devices, so no process ever holds the whole model; process 0 writes the rest of the
+  tree and deletes old checkpoints. The checkpoint appears under its final name once
+  every process has written. In the msgpack format (``flax_use_orbax_checkpointing`` off
+  or Orbax missing) this is ``save_checkpoint``: arrays are gathered and process 0 writes
+  one file. Arguments and errors are those of ``save_checkpoint``; ``gda_manager`` (Flax's
+  legacy array writer) is only waited for: its pending write finishes before this save
+  starts, and flaxlike never writes the legacy ``_gda`` array directory.
+
+  Returns:
+    The path of the checkpoint.
+
+  Example:
+
+  >>> import tempfile, jax, jax.numpy as jnp
+  >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  >>> from flaxlike.training import checkpoints
+  >>> mesh = Mesh(jax.devices(), ('data',))
+  >>> w = jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P('data')))
+  >>> d = tempfile.mkdtemp()
+  >>> path = checkpoints.save_checkpoint_multiprocess(d, {'w': w}, step=1)
+  >>> back = checkpoints.restore_checkpoint(d, target={'w': w})
+  >>> back['w'].sharding == w.sharding, back['w'].tolist()
+  (True, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+  """
+  ckpt_dir = os.fspath(ckpt_dir)
+  if async_manager is not None:
+    async_manager.wait_previous_save()
+  if gda_manager is not None:
+    gda_manager.wait_until_finished()
+  if _orbax_checkpoints.use_orbax(orbax_checkpointer):
+    return _save_orbax(
+      ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, orbax_checkpointer, True
+    )
+  return save_checkpoint(
+    ckpt_dir, target, step, prefix, keep, overwrite, keep_every_n_steps, async_manager
+  )
 
 
 def _remove_newer(existing: list[tuple[Any, str]], step: Any, path: str) -> None:
@@ -488,13 +701,6 @@ def _remove_newer(existing: list[tuple[Any, str]], step: Any, path: str) -> None
 
 _Reader = Callable[[str, Any, bool], Any]
 """Restores one checkpoint: ``reader(path, target, strict) -> restored``."""
-
-
-def _orbax_importable() -> bool:
-  try:
-    return importlib.util.find_spec('orbax.checkpoint') is not None
-  except ImportError:  # a parent package is missing or hidden
-    return False
 
 
 def _sniff(path: str) -> str | None:
@@ -557,30 +763,30 @@ def _classify(path: str) -> tuple[str, str]:
   return 'msgpack', 'a msgpack checkpoint'
 
 
-def _reader_for(path: str) -> _Reader:
+def _reader_for(
+  path: str, orbax_checkpointer: Any = None, orbax_transforms: dict | None = None
+) -> _Reader:
   """The one place that decides which reader restores the checkpoint at ``path``.
 
-  Returns a ``_Reader`` for the formats flaxlike reads (msgpack files, in Flax's legacy
-  layout). Everything else that exists raises ``CheckpointFormatError`` naming the
-  path, what it looks like and the fix; a path that no longer exists raises
-  ``CheckpointVanishedError``. Nothing is ever skipped silently.
+  Returns a ``_Reader`` for the formats flaxlike reads: msgpack files (Flax's legacy
+  layout) and, with orbax-checkpoint installed, Orbax checkpoint directories, read with
+  ``orbax_checkpointer`` and ``orbax_transforms``. Everything else that exists raises
+  ``CheckpointFormatError`` naming the path, what it looks like and the fix; a path that
+  no longer exists raises ``CheckpointVanishedError``. Nothing is ever skipped silently.
 
   ``_checkpoint_layout`` classifies the path; this function maps each kind to a reader
-  or to the error that explains why none is installed. A reader for another format is
-  added here, e.g. for ``kind == 'orbax'`` when ``_orbax_importable()``; every restore
-  path (latest, ``step=``, a checkpoint path, ``fallback_to_good``) goes through it.
+  or to the error that explains why none is installed. Every restore path (latest,
+  ``step=``, a checkpoint path, ``fallback_to_good``) goes through it.
   """
   kind, looks_like = _checkpoint_layout(path)
   if kind == 'msgpack':
     return _restore_msgpack
   if kind == 'orbax':
-    if _orbax_importable():
-      fix = (
-        'flaxlike.training.checkpoints reads msgpack checkpoints only; restore it with '
-        'orbax.checkpoint.PyTreeCheckpointer().restore(path).'
+    if _orbax_checkpoints.orbax_available():
+      return functools.partial(
+        _restore_orbax, orbax_checkpointer=orbax_checkpointer, orbax_transforms=orbax_transforms
       )
-    else:
-      fix = _ORBAX_INSTALL
+    fix = _ORBAX_INSTALL
   elif kind == 'orbax-unfinished':
     fix = 'The save that wrote it did not finish; restore a finished checkpoint instead.'
   elif kind == 'flax-gda':
@@ -688,6 +894,28 @@ def _restore_msgpack(path: str, target: Any, strict: bool) -> Any:
   return state if target is None else serialization.from_state_dict(target, state, strict=strict)
 
 
+def _restore_orbax(
+  path: str,
+  target: Any,
+  strict: bool,
+  orbax_checkpointer: Any = None,
+  orbax_transforms: dict | None = None,
+) -> Any:
+  """Reads an Orbax checkpoint directory; a read Orbax cannot finish raises
+  ``CorruptOrbaxCheckpointError`` (which ``fallback_to_good`` skips)."""
+  try:
+    state = _orbax_checkpoints.restore(path, target, orbax_checkpointer, orbax_transforms)
+  except errors.FlaxlikeError:
+    raise
+  except Exception as e:
+    if not os.path.lexists(path):  # deleted by another process's clean-up meanwhile
+      raise errors.CheckpointVanishedError(path) from e
+    raise errors.CorruptOrbaxCheckpointError(path, e) from e
+  if target is None:
+    return state
+  return serialization.from_state_dict(target, state, strict=strict)
+
+
 def _is_single_checkpoint_dir(path: str, prefix: str) -> bool:
   """Whether the directory ``path`` is one checkpoint rather than a directory of them.
 
@@ -710,25 +938,45 @@ def restore_checkpoint(
   step: int | float | None = None,
   prefix: str = 'checkpoint_',
   parallel: bool = True,
+  gda_manager: Any = None,
+  allow_partial_mpa_restoration: bool = False,
+  orbax_checkpointer: Any = None,
+  orbax_transforms: dict | None = None,
   *,
   strict: bool = False,
   fallback_to_good: bool = False,
 ) -> Any:
   """Restores the latest (or the given) checkpoint into ``target``.
 
+  Either format is read, Orbax directories and msgpack files, whatever
+  ``flax_use_orbax_checkpointing`` says; Orbax ones need orbax-checkpoint installed. From
+  an Orbax checkpoint, arrays of ``target`` that carry a sharding (``jax.Array``s, or
+  ``jax.ShapeDtypeStruct``s with ``sharding=`` such as ``nn.sharded_init`` builds) are read
+  directly into that sharding, on any mesh; other leaves come back as numpy arrays.
+
   Args:
     ckpt_dir: the checkpoint directory, or the path of one checkpoint.
     target: the structure to restore into; ``None`` returns the raw state dict.
     step: a specific step; by default the latest.
     prefix: file name prefix.
-    parallel: accepted as in Flax. The file is read in one streaming pass either way,
-      array data straight into the arrays and the digest computed on the way.
-    strict: check shapes, dtypes and extra keys (``serialization.from_state_dict``).
-    fallback_to_good: (a flaxlike extension) when ``step`` is None and ``ckpt_dir`` is a
-      directory, skip checkpoints that cannot be decoded or whose digest does not match,
-      newest first, and restore the newest good one; a ``CheckpointFallbackWarning``
-      names the skipped files. Checkpoints in a format that cannot be read are never
-      skipped.
+    parallel: accepted as in Flax. A msgpack file is read in one streaming pass either
+      way, array data straight into the arrays and the digest computed on the way.
+    gda_manager: accepted as in Flax, where it reads the separate array directory of
+      legacy multi-process checkpoints; flaxlike does not read that layout and raises
+      ``CheckpointFormatError`` for it.
+    allow_partial_mpa_restoration: accepted as in Flax, for that same legacy layout only.
+    orbax_checkpointer: the ``orbax.checkpoint.Checkpointer`` that reads an Orbax
+      checkpoint (default: a synchronous ``PyTreeCheckpointHandler`` one); an async one
+      finishes its pending save first.
+    orbax_transforms: Orbax transformations passed on to its ``restore``.
+    strict: (keyword-only, a flaxlike extension) check shapes, dtypes and extra keys
+      (``serialization.from_state_dict``).
+    fallback_to_good: (keyword-only, a flaxlike extension) when ``step`` is None and
+      ``ckpt_dir`` is a directory, skip checkpoints that cannot be read (a msgpack file
+      that does not decode or whose digest does not match, an Orbax directory Orbax
+      cannot read), newest first, and restore the newest good one; a
+      ``CheckpointFallbackWarning`` names the skipped ones. Checkpoints in a format that
+      cannot be read with what is installed are never skipped.
 
   When the latest checkpoint of a directory is deleted by another process's clean-up
   between listing and reading, the directory is listed again and the new latest taken.
@@ -744,6 +992,8 @@ def restore_checkpoint(
       ``MsgpackDecodeError``.
     CheckpointDigestMismatchError: the file's bytes differ from its digest file (a
       ``CorruptCheckpointError``).
+    CorruptOrbaxCheckpointError: Orbax could not read an Orbax checkpoint (a
+      ``CorruptCheckpointError``).
     CheckpointFormatError: the checkpoint exists but cannot be read with what is
       installed (an Orbax directory without orbax-checkpoint, an unknown layout).
     CheckpointVanishedError: the checkpoint was deleted while being read, and no other
@@ -757,7 +1007,12 @@ def restore_checkpoint(
   >>> checkpoints.restore_checkpoint(tempfile.mkdtemp(), target={'a': 1})
   {'a': 1}
   """
-  del parallel  # one streaming pass always; see the docstring
+  # One streaming pass always (see the docstring); the legacy GDA layout is refused by
+  # _reader_for, so nothing here reads with a gda_manager.
+  del parallel, gda_manager, allow_partial_mpa_restoration
+  reader_for = functools.partial(
+    _reader_for, orbax_checkpointer=orbax_checkpointer, orbax_transforms=orbax_transforms
+  )
   ckpt_dir = os.fspath(ckpt_dir)
   if step is not None:
     path = os.path.join(ckpt_dir, f'{prefix}{step}')
@@ -766,16 +1021,21 @@ def restore_checkpoint(
         f'Matching checkpoint not found: {path}. Available steps: '
         f'{available_steps(ckpt_dir, prefix, step_type=lambda s: s)}.'
       )
-    return _reader_for(path)(path, target, strict)
+    return reader_for(path)(path, target, strict)
   if not os.path.lexists(ckpt_dir):
     return target
   if os.path.isdir(ckpt_dir) and not _is_single_checkpoint_dir(ckpt_dir, prefix):
-    return _restore_latest(ckpt_dir, target, prefix, strict, fallback_to_good)
-  return _reader_for(ckpt_dir)(ckpt_dir, target, strict)
+    return _restore_latest(ckpt_dir, target, prefix, strict, fallback_to_good, reader_for)
+  return reader_for(ckpt_dir)(ckpt_dir, target, strict)
 
 
 def _restore_latest(
-  ckpt_dir: str, target: Any, prefix: str, strict: bool, fallback_to_good: bool
+  ckpt_dir: str,
+  target: Any,
+  prefix: str,
+  strict: bool,
+  fallback_to_good: bool,
+  reader_for: Callable[[str], _Reader] = _reader_for,
 ) -> Any:
   """Restores the newest (good, with ``fallback_to_good``) checkpoint of a directory,
   listing it again when the chosen checkpoint is deleted under the restore."""
@@ -791,7 +1051,7 @@ def _restore_latest(
     candidates = [p for _, p in reversed(found) if p not in skipped]
     for path in candidates:
       try:
-        restored = _reader_for(path)(path, target, strict)
+        restored = reader_for(path)(path, target, strict)
       except errors.CheckpointVanishedError:
         vanished = path
         break  # list again
@@ -804,7 +1064,7 @@ def _restore_latest(
       if skipped:
         warnings.warn(
           errors.CheckpointFallbackWarning(
-            f'Skipped corrupt checkpoint file(s) {skipped}; restored "{path}" instead.'
+            f'Skipped corrupt checkpoint(s) {skipped}; restored "{path}" instead.'
           ),
           stacklevel=3,
         )

@@ -2,6 +2,7 @@
 progress output, and a tiny end-to-end run resumed from its checkpoint with more steps."""
 
 import functools
+import importlib.util
 import io
 import math
 import os
@@ -16,6 +17,7 @@ pytest.importorskip('tqdm', reason="the demo needs the 'examples' extra")
 
 from matplotlib import image  # noqa: E402
 
+from flaxlike import config  # noqa: E402
 from flaxlike.training import checkpoints  # noqa: E402
 from tests.examples._load import load_example  # noqa: E402
 
@@ -24,6 +26,15 @@ import _extras  # noqa: E402 - examples/ is on sys.path once an example is loade
 
 # Tiny models compile several times faster without XLA's backend optimizations.
 jit = functools.partial(jax.jit, compiler_options=demo.compiler_options(fast_compile=True))
+
+
+def _checkpoint_entries(*steps: int) -> list[str]:
+  """What the demo leaves in its workdir per checkpoint. It saves in the default format,
+  as Flax does: with orbax-checkpoint installed (the test extra) an Orbax directory per
+  step, otherwise a msgpack file and its hidden digest file."""
+  names = [f'checkpoint_{s}' for s in steps]
+  orbax = config.flax_use_orbax_checkpointing and importlib.util.find_spec('orbax.checkpoint')
+  return names if orbax else names + [f'.checkpoint_{s}.sha256' for s in steps]
 
 
 # ----------------------------------------------------------------------------- data
@@ -163,7 +174,7 @@ def test_main_trains_plots_samples_and_resumes_on_the_same_schedule(tmp_path, ca
   assert first['bits_per_char'] == pytest.approx(first['val_loss'] / math.log(2))
   assert first['unigram_loss'] > 0
   assert len(first['generated']) == 40
-  assert sorted(os.listdir(workdir)) == ['.checkpoint_4.sha256', 'checkpoint_4', 'loss.png']
+  assert sorted(os.listdir(workdir)) == sorted(_checkpoint_entries(4) + ['loss.png'])
   assert image.imread(first['plot_path']).shape[:2] == (500, 800)
 
   second = demo.main(TINY + ['--workdir', workdir, '--steps', '8'])
@@ -174,13 +185,7 @@ def test_main_trains_plots_samples_and_resumes_on_the_same_schedule(tmp_path, ca
   assert 'with --steps 8 --schedule-steps 6 would.' in note
   assert second['resumed_step'] == 4 and second['step'] == 8
   assert math.isfinite(second['val_loss'])
-  assert sorted(os.listdir(workdir)) == [
-    '.checkpoint_4.sha256',
-    '.checkpoint_8.sha256',
-    'checkpoint_4',
-    'checkpoint_8',
-    'loss.png',
-  ]
+  assert sorted(os.listdir(workdir)) == sorted(_checkpoint_entries(4, 8) + ['loss.png'])
 
   # What the note says: one uninterrupted run on that schedule ends in the same state,
   # bit for bit, and logged the same losses at the same steps.
