@@ -12,7 +12,7 @@ EXAMPLES_STAMP := $(VENV)/.installed-examples-stamp
 # The tests also smoke-test examples/, so they need the 'examples' extra too.
 TEST_STAMP := $(VENV)/.installed-test-stamp
 
-.PHONY: test demo golden orbax-fixtures bench clean
+.PHONY: test demo golden orbax-fixtures flax-suite bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ orbax-fixtures: $(TEST_STAMP)
 	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-write
 	$(PY) tests/fixtures/make_orbax_fixtures.py flaxlike-write
 	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-read
+
+# Flax's own test suite (flax 0.12.8, unchanged) against this checkout, every `flax` import
+# answered by flaxlike; needs the compatibility harness in ../shared/conformance and a git
+# clone of google/flax (FLAX_MIRROR). Pass harness options with ARGS, e.g.
+# make flax-suite ARGS="--files linen_module_test.py --json /tmp/suite.json"
+flax-suite:
+	../shared/conformance/run-flax-suite $(ARGS)
 
 # The benchmarks need the library alone.
 bench: $(RUNTIME_STAMP)
