@@ -119,7 +119,10 @@ class Config:
 
   @contextlib.contextmanager
   def temp_flip_flag(self, name: str, value: Any) -> Iterator[None]:
-    """Sets a flag for the duration of a ``with`` block, then restores it."""
+    """Sets a flag for the duration of a ``with`` block (or decorated function), then
+    restores it. ``name`` may omit the ``flax_`` prefix, as Linen's takes it."""
+    if name not in _FLAG_DEFAULTS and f'flax_{name}' in _FLAG_DEFAULTS:
+      name = f'flax_{name}'
     previous = getattr(self, name)
     self.update(name, value)
     try:

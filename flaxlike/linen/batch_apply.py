@@ -45,7 +45,10 @@ class BatchApply:
       None,
     )
     if example is None:
-      raise ValueError(f'BatchApply requires at least one array input with ndim >= {n}.')
+      raise ValueError(
+        f'BatchApply requires at least one input with ndim >= {n} (an array whose '
+        f'leading {n} axes are merged into one batch axis); got none.'
+      )
     batch_shape = tuple(example.shape[:n])
 
     def merge(x):

@@ -43,7 +43,7 @@ class Sequential(Module):
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     if not self.layers:
       raise ValueError(
-        f'Sequential module {self.name!r} has no layers; pass at least one callable.'
+        f'Empty Sequential module {self.name!r}: pass at least one callable in layers.'
       )
     outputs = self.layers[0](*args, **kwargs)
     for layer in self.layers[1:]:

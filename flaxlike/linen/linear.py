@@ -353,13 +353,14 @@ class Einsum(Module):
     einsum_str = merge_param('einsum_str', self.einsum_str, einsum_str).replace(' ', '')
     if '->' not in einsum_str:
       raise ValueError(
-        f'{_where(self)}: einsum_str {einsum_str!r} must be explicit, with "->" and the '
-        'output axes, e.g. "abc,cd->abd".'
+        f'{_where(self)}: `einsum_str` equation must be explicit and include "->". '
+        f'Got {einsum_str!r}; name the output axes, e.g. "abc,cd->abd".'
       )
     if einsum_str.count(',') != 1:
       raise ValueError(
-        f'{_where(self)}: einsum_str {einsum_str!r} must have exactly two operands (the '
-        f'input and the kernel), i.e. one comma; it has {einsum_str.count(",")}.'
+        f'{_where(self)}: `einsum_str` equation must have exactly two operands and '
+        f'therefore, exactly one comma character, instead of {einsum_str.count(",")}. '
+        f'Got {einsum_str!r}; the operands are the input and the kernel.'
       )
     kernel_shape = tuple(self.shape)
     kernel = self.param('kernel', self.kernel_init, kernel_shape, self.param_dtype)

@@ -148,10 +148,14 @@ def merge_param(name: str, a: T | None, b: T | None) -> T:
       f'module field {name}=... or pass {name}=... to the call.'
     )
   if a is not None and b is not None:
-    raise ValueError(
+    # Linen's exact message (code matches it literally); the fix travels as a note, which
+    # tracebacks print after it.
+    error = ValueError(
       f'Parameter "{name}" was passed to the constructor and at call time. Should be '
-      'passed just once: drop one of the two.'
+      'passed just once.'
     )
+    error.add_note(f'Fix: set the module field {name}=... or pass {name}=... to the call.')
+    raise error
   if b is None:
     assert a is not None  # both None was rejected above
     return a
