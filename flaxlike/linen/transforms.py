@@ -29,6 +29,7 @@ from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.core.scope import Filter, Scope, Variable
 from flaxlike.linen import module as module_lib
 from flaxlike.linen._module_calls import _wrap_method
+from flaxlike.linen._module_state import _SetupState
 from flaxlike.linen.module import Module
 
 broadcast = lift.broadcast
@@ -75,7 +76,26 @@ def _as_method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   call.__name__ = getattr(fn, '__name__', 'fn')
   call.compact = True  # type: ignore[attr-defined]
-  return _wrap_method(call)
+  wrapped = _wrap_method(call)
+  # nn.jit runs the plain function on an unbound module (a jitted init/apply override).
+  wrapped.__flaxlike_plain__ = fn  # type: ignore[attr-defined]
+  return wrapped
+
+
+def _copy_counters(table: dict) -> dict:
+  return {k: _copy_counters(v) if type(v) is dict else v for k, v in table.items()}
+
+
+def _detach_counters(scope_tree: Any) -> None:
+  """Gives the inner scopes of a jitted call their own copy of the RNG counters.
+
+  The streams are new root keys drawn for this call, so keys stay unique whatever the
+  counts; counting on from the outer counts keeps Linen's key values. Writing the
+  counts back would make later draws depend on whether this call traced (a cache hit
+  runs no Python and would not advance them), so they stay inside.
+  """
+  for scope in [scope_tree] if isinstance(scope_tree, Scope) else scope_tree:
+    scope.rng_counters = _copy_counters(scope.rng_counters)
 
 
 #################################################
@@ -149,22 +169,37 @@ class _Lifting:
 
   def __init__(self, module: Module):
     self.scopes: list[Scope] = []
-    self._index: dict[int, int] = {}
+    self._index: dict[int, tuple[int, tuple[str, ...]]] = {}
     self._seen: set[int] = set()
     # Bound modules and Variables found in the arguments, by slot index.
     self.refs: list[Any] = []
-    # Which scope each module/variable maps to, in discovery order: a trace depends on it.
-    self.layout: list[int] = []
+    # Where each module/variable lives inside, in discovery order: a trace depends on it.
+    self.layout: list[tuple[int, tuple[str, ...]]] = []
     self._add_scope(module.scope)
     self._visit_fields(module)
 
-  def _add_scope(self, scope: Scope) -> int:
-    i = self._index.get(id(scope))
-    if i is None:
-      i = self._index[id(scope)] = len(self.scopes)
-      self.scopes.append(scope)
-    self.layout.append(i)
-    return i
+  def _add_scope(self, scope: Scope) -> None:
+    place = self._index.get(id(scope))
+    if place is None:
+      place = self._place(scope)
+      self._index[id(scope)] = place
+    self.layout.append(place)
+
+  def _place(self, scope: Scope) -> tuple[int, tuple[str, ...]]:
+    """Where ``scope`` lives inside: (lifted scope, path below it).
+
+    A scope below one lifted already is not lifted again: inside it is the same child
+    of the inner scope (as in Linen), so its variables are not carried twice, writes
+    cannot overwrite each other, and its name stays reserved in the inner parent.
+    """
+    if self.scopes:
+      root, path = scope.root, scope.path
+      for i, lifted in enumerate(self.scopes):
+        n = len(lifted.path)
+        if path[:n] == lifted.path and lifted.root is root:
+          return i, path[n:]
+    self.scopes.append(scope)
+    return len(self.scopes) - 1, ()
 
   def _visit_fields(self, module: Module) -> None:
     if id(module) in self._seen:
@@ -214,7 +249,11 @@ class _Lifting:
     memo: dict[int, Any] = {}
 
     def scope_of(outer: Scope) -> Scope:
-      return inner[self._index[id(outer)]]
+      i, rel = self._index[id(outer)]
+      scope = inner[i]
+      for name in rel:
+        scope = scope.push(name, reuse=True)
+      return scope
 
     def rebind(m: Module, as_cls: type | None = None) -> Module:
       done = memo.get(id(m))
@@ -233,6 +272,10 @@ class _Lifting:
       attrs = {f: _map_refs(field, m.__dict__[f]) for f in m._field_names}
       attrs['name'] = m.name
       clone = (as_cls or type(m))(**attrs, parent=scope_of(m.scope))
+      if m._state.setup_called is _SetupState.DONE:
+        # Its setup ran outside: the copy runs it again, reusing the child scopes (the
+        # ones pushed for lifted submodules included) instead of claiming their names.
+        clone._state.setup_called = _SetupState.TRANSFORMED
       memo[id(m)] = clone
       return clone
 
@@ -669,8 +712,10 @@ def jit(
       args = tuple(call.static_args.get(i, a) for i, a in enumerate(args))
       kwargs = {**kwargs, **call.static_kwargs}
       if call.lifting is None:
-        return _check_returns(run(call.module, *args, **kwargs), name), None
+        plain = getattr(run, '__flaxlike_plain__', run)
+        return _check_returns(plain(call.module, *args, **kwargs), name), None
       inner = call.scope_fn(variable_groups, rng_groups)
+      _detach_counters(inner)
       bound, args, kwargs = call.lifting.bind(call.module, inner, cls, args, kwargs)
       y = _check_returns(run(bound, *args, **kwargs), name)
       return y, call.repack_fn(inner)
