@@ -238,6 +238,35 @@ class _Lifting:
       self.refs.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, new_leaves)
 
+  def linen_order(self, module: Module) -> list[int]:
+    """The lifted scopes in Linen's order: those of fields first, depth first; module last."""
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def add(scope: Scope) -> None:
+      i, rel = self._index[id(scope)]
+      if not rel and i not in order:
+        order.append(i)
+
+    def visit(m: Module) -> None:
+      if id(m) in seen:
+        return
+      seen.add(id(m))
+      for field_name in m._field_names:
+        _map_refs(lambda x, m=m: visit_ref(x, m), m.__dict__[field_name])
+      add(m.scope)
+
+    def visit_ref(x: Any, owner: Module) -> Any:
+      if isinstance(x, Variable):
+        if isinstance(x.scope, Scope):
+          add(x.scope)
+      elif _is_foreign(x, owner):
+        visit(x)
+      return x
+
+    visit(module)
+    return order
+
   def scope_tree(self) -> Scope | list[Scope]:
     return self.scopes[0] if len(self.scopes) == 1 else list(self.scopes)
 
@@ -685,9 +714,14 @@ def jit(
 ) -> Any:
   """Compiles a Module method with ``jax.jit``; the trace is cached across calls.
 
-  The module's fields are part of the cache key (unhashable fields key by identity).
-  RNG streams are forked per call, as in Linen. ``static_argnums`` count ``self`` as
-  argument 0.
+  As in Linen, the trace is cached by the module's class and fields (recursively through
+  modules, dataclasses, containers and types registered with ``serialization``; other
+  unhashable values key by identity), not by its name or path, so sibling instances with
+  equal fields share one trace; mutability and flags of the call are part of the key.
+  Bound modules and Variables may be passed as arguments or held in fields: their scopes
+  are lifted with the module's. RNG streams are forked per call. ``static_argnums``
+  count ``self`` as argument 0; ``static_argnames`` name keyword arguments; static values
+  must be hashable.
 
   Example:
 
@@ -1103,9 +1137,35 @@ def vjp(
   """``jax.vjp`` of ``fn(module, *primals)`` w.r.t. the primals and ``vjp_variables``.
 
   Returns ``(y, vjp_fn)``; ``vjp_fn(g)`` gives ``(variable_grads, *primal_grads)``.
+  With ``multi_scope=True`` the module may hold bound modules owned elsewhere (or
+  Variables); ``variable_grads`` is then a list with one ``{collection: grads}`` per
+  lifted scope, in Linen's order: the field modules' scopes depth first, the module's last.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> import flaxlike as nn
+  >>> class Foo(nn.Module):
+  ...   bar: nn.Module
+  ...   @nn.compact
+  ...   def __call__(self, x):
+  ...     def f(mdl, x):
+  ...       return mdl.bar(nn.Dense(2, name='own')(x))
+  ...     y, vjp_fn = nn.vjp(f, self, x, multi_scope=True)
+  ...     (bar_grads, own_grads), x_grad = vjp_fn(jnp.ones_like(y))
+  ...     return bar_grads, own_grads
+  >>> class Top(nn.Module):
+  ...   @nn.compact
+  ...   def __call__(self, x):
+  ...     return Foo(nn.Dense(2, name='shared'))(x)
+  >>> x = jnp.ones((1, 3))
+  >>> variables = Top().init(jax.random.key(0), x)
+  >>> bar, own = Top().apply(variables, x)
+  >>> sorted(bar['params']), sorted(own['params']['own'])
+  (['bias', 'kernel'], ['bias', 'kernel'])
   """
   lifting, _ = _direct(mdl, (), 'vjp', multi_scope=multi_scope)
-  return lift.vjp(
+  out = lift.vjp(
     _fn_of_scope(fn, mdl, lifting, 'vjp'),
     lifting.scope_tree(),
     *primals,
@@ -1115,6 +1175,16 @@ def vjp(
     variables=variables,
     rngs=rngs,
   )
+  if len(lifting.scopes) == 1:
+    return out
+  order = tuple(lifting.linen_order(mdl))
+  vjp_fn = jax.tree_util.Partial(functools.partial(_reorder_grads, order), out[1])
+  return (out[0], vjp_fn, *out[2:])
+
+
+def _reorder_grads(order: tuple[int, ...], vjp_fn: Callable[..., Any], cotangent: Any) -> tuple:
+  var_grads, *primal_grads = vjp_fn(cotangent)
+  return ([var_grads[i] for i in order], *primal_grads)
 
 
 def jvp(
