@@ -24,12 +24,20 @@ TAxisMetadata = TypeVar('TAxisMetadata', bound='AxisMetadata[Any]')
 PARTITION_NAME = 'partition_name'
 
 
-class AxisMetadata(struct.PyTreeNode, Generic[A], metaclass=abc.ABCMeta):
+class AxisMetadata(Generic[A], metaclass=abc.ABCMeta):
   """Abstract base of boxed metadata.
 
   Subclasses are ``struct`` dataclasses with a pytree field ``value`` and static
-  metadata fields, and implement the four methods below.
+  metadata fields, and implement the four methods below. A subclass may also list
+  ``struct.PyTreeNode`` first among its bases, as Linen code does.
   """
+
+  def __init_subclass__(cls, **kwargs: Any) -> None:
+    # Not a PyTreeNode subclass itself, so ``class Box(struct.PyTreeNode, AxisMetadata)``
+    # has a consistent MRO; such a class is made a dataclass by PyTreeNode's own hook.
+    super().__init_subclass__()
+    if not issubclass(cls, struct.PyTreeNode):
+      struct.dataclass(cls, **kwargs)
 
   @abc.abstractmethod
   def unbox(self) -> A:
