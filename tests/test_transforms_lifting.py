@@ -419,3 +419,48 @@ def test_vjp_over_several_scopes_needs_multi_scope():
 
   with pytest.raises(ValueError, match='does not yet support Modules that include other'):
     Top().init(jax.random.key(0), jnp.ones((3,)))
+
+
+# -- boxed metadata -----------------------------------------------------------------------
+
+
+def test_axis_metadata_subclass_that_lists_pytreenode_first():
+  from flaxlike import struct
+  from flaxlike.core import meta
+
+  class MeanBox(struct.PyTreeNode, meta.AxisMetadata):
+    """Stores the mean over the mapped axis; hands out a broadcast copy inside."""
+
+    value: jax.Array
+
+    def unbox(self):
+      return self.value
+
+    def add_axis(self, index, params):
+      return self.replace(value=jnp.mean(self.value, axis=index))
+
+    def remove_axis(self, index, params):
+      shape = list(self.value.shape)
+      shape.insert(index, params['axis_size'])
+      return self.replace(value=jnp.broadcast_to(self.value, shape))
+
+  class Foo(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      v = self.variable('aux', 'v', lambda: MeanBox(jnp.full((), 2.0)))
+      return x * v.value
+
+  class Top(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      vfoo = nn.vmap(Foo, variable_axes={'aux': 0}, metadata_params={'axis_size': x.shape[0]})(
+        name='vfoo'
+      )
+      return vfoo(x)
+
+  x = jnp.ones((3, 2))
+  y, variables = Top().init_with_output(jax.random.key(0), x)
+  box = variables['aux']['vfoo']['v']
+  assert isinstance(box, MeanBox) and box.value.shape == ()
+  np.testing.assert_allclose(y, 2 * x)
+  np.testing.assert_allclose(Top().apply(variables, x), 2 * x)
