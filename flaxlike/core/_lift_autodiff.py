@@ -21,6 +21,11 @@ def _single_scope_grads(bwd: Callable[..., Any], cotangent: Any) -> tuple:
   return (var_grads[0], *primal_grads)
 
 
+def _scope_list_grads(bwd: Callable[..., Any], cotangent: Any) -> tuple:
+  var_grads, *primal_grads = bwd(cotangent)
+  return (list(var_grads), *primal_grads)
+
+
 def vjp(
   fn: Callable[..., Any],
   scope: Scope,
@@ -54,7 +59,9 @@ def vjp(
     y, bwd, (aux, out_groups) = jax.vjp(pure, diff_vars, *primals, has_aux=True)
 
     # A pytree (Partial), so it can be a residual of custom_vjp or cross a jit boundary.
-    vjp_fn = jax.tree_util.Partial(_single_scope_grads, bwd)
+    # One scope: its {collection: grads}; a list of scopes: one such dict per scope.
+    grads_of = _single_scope_grads if isinstance(scope, Scope) else _scope_list_grads
+    vjp_fn = jax.tree_util.Partial(grads_of, bwd)
     result = (y, vjp_fn, aux) if has_aux else (y, vjp_fn)
     return result, out_groups
 

@@ -14,17 +14,22 @@ the inner scope, exactly once per trace.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jax
 
-from flaxlike import errors
+from flaxlike import errors, serialization
 from flaxlike.core import lift
+from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.core.scope import Filter, Scope, Variable
 from flaxlike.linen._module.calls import wrap_method
 from flaxlike.linen._module.module_class import Module, _unbind_field
+from flaxlike.linen._module.state import _SetupState
 
 # What a class-or-function transform returns: the same kind of thing it was given (a
 # Module subclass for a class), so checkers keep the constructor's fields and types.
@@ -38,13 +43,6 @@ Out = lift.Out
 #################################################
 # Binding a module to an inner scope
 #################################################
-
-
-def _bind_clone(module: Module, scope: Scope, cls: type | None = None) -> Module:
-  """A copy of ``module`` (as class ``cls``) bound to the inner scope of a transform."""
-  attrs = {f: _unbind_field(getattr(module, f)) for f in module._field_names}
-  attrs['name'] = module.name
-  return (cls or type(module))(**attrs, parent=scope)
 
 
 def _check_returns(y: Any, name: str) -> Any:
@@ -66,17 +64,6 @@ def _outer_scope(module: Any, transform: str) -> Scope:
   return scope
 
 
-def _method_body(
-  module: Module, call: Callable[..., Any], cls: type | None, name: str, kwargs: Mapping[str, Any]
-) -> Callable[..., Any]:
-  """``fn(scope, *args)`` running ``call`` on a copy of ``module`` bound to ``scope``."""
-
-  def body(scope: Scope, *args: Any) -> Any:
-    return _check_returns(call(_bind_clone(module, scope, cls), *args, **kwargs), name)
-
-  return body
-
-
 def _as_method(fn: Callable[..., Any]) -> Callable[..., Any]:
   """``fn`` run the way Module methods run: lazy setup, on the module stack, compact.
 
@@ -92,7 +79,254 @@ def _as_method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   call.__name__ = getattr(fn, '__name__', 'fn')
   call.compact = True  # type: ignore[attr-defined]
-  return wrap_method(call)
+  wrapped = wrap_method(call)
+  # nn.jit runs the plain function on an unbound module (a jitted init/apply override).
+  wrapped.__flaxlike_plain__ = fn  # type: ignore[attr-defined]
+  return wrapped
+
+
+def _copy_counters(table: dict) -> dict:
+  return {k: _copy_counters(v) if type(v) is dict else v for k, v in table.items()}
+
+
+def _detach_counters(scope_tree: Any) -> None:
+  """Gives the inner scopes of a jitted call their own copy of the RNG counters.
+
+  The streams are new root keys drawn for this call, so keys stay unique whatever the
+  counts; counting on from the outer counts keeps Linen's key values. Writing the
+  counts back would make later draws depend on whether this call traced (a cache hit
+  runs no Python and would not advance them), so they stay inside.
+  """
+  for scope in [scope_tree] if isinstance(scope_tree, Scope) else scope_tree:
+    scope.rng_counters = _copy_counters(scope.rng_counters)
+
+
+#################################################
+# The scopes a call reaches
+#################################################
+#
+# A transformed method may touch more scopes than its module's own: a bound module held in a
+# field but owned elsewhere (``Inner(outer_dense)``), a bound module or a Variable passed as
+# an argument. Linen lifts each of those scopes with the module's, so their variables cross
+# the JAX transform as data and their writes come back out. ``_Lifting`` finds them before
+# the transform (deduplicated by identity, so one scope is lifted once) and rebuilds the
+# modules and variables on the inner scopes inside it.
+
+
+class _Slot:
+  """Stands for a bound module or Variable in a transform's arguments.
+
+  A pytree node without leaves: JAX transforms carry it through untouched, and ``key``
+  (what the trace depends on) is part of the tree structure, so ``jit`` retraces when
+  a different kind of module arrives.
+  """
+
+  __slots__ = ('index', 'key')
+
+  def __init__(self, index: int, key: Any):
+    self.index = index
+    self.key = key
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, _Slot) and self.index == other.index and self.key == other.key
+
+  def __hash__(self) -> int:
+    return hash((self.index, self.key))
+
+  def __repr__(self) -> str:
+    return f'_Slot({self.index})'
+
+
+jax.tree_util.register_pytree_node(
+  _Slot, lambda s: ((), (s.index, s.key)), lambda aux, _: _Slot(*aux)
+)
+
+
+def _is_ref(x: Any) -> bool:
+  return isinstance(x, (Module, Variable))
+
+
+def _is_foreign(value: Any, owner: Module) -> bool:
+  """A bound module held by ``owner`` but owned elsewhere (its scope is lifted on its own)."""
+  return isinstance(value, Module) and value.scope is not None and value.parent is not owner
+
+
+def _map_refs(fn: Callable[[Any], Any], value: Any) -> Any:
+  """``value`` with every Module/Variable ``x`` in it (plain containers) replaced by ``fn(x)``."""
+  if isinstance(value, (Module, Variable)):
+    return fn(value)
+  kind = type(value)
+  if kind is tuple or kind is list:
+    return kind(_map_refs(fn, v) for v in value)
+  if kind is dict:
+    return {k: _map_refs(fn, v) for k, v in value.items()}
+  if kind is FrozenDict:
+    return FrozenDict({k: _map_refs(fn, v) for k, v in value.items()})
+  return value
+
+
+class _Lifting:
+  """The scopes one transformed call lifts, and how to rebuild its modules on the inner ones."""
+
+  __slots__ = ('scopes', '_index', '_seen', 'refs', 'layout')
+
+  def __init__(self, module: Module):
+    self.scopes: list[Scope] = []
+    self._index: dict[int, tuple[int, tuple[str, ...]]] = {}
+    self._seen: set[int] = set()
+    # Bound modules and Variables found in the arguments, by slot index.
+    self.refs: list[Any] = []
+    # Where each module/variable lives inside, in discovery order: a trace depends on it.
+    self.layout: list[tuple[int, tuple[str, ...]]] = []
+    self._add_scope(module.scope)
+    self._visit_fields(module)
+
+  def _add_scope(self, scope: Scope) -> None:
+    place = self._index.get(id(scope))
+    if place is None:
+      place = self._place(scope)
+      self._index[id(scope)] = place
+    self.layout.append(place)
+
+  def _place(self, scope: Scope) -> tuple[int, tuple[str, ...]]:
+    """Where ``scope`` lives inside: (lifted scope, path below it).
+
+    A scope below one lifted already is not lifted again: inside it is the same child
+    of the inner scope (as in Linen), so its variables are not carried twice, writes
+    cannot overwrite each other, and its name stays reserved in the inner parent.
+    """
+    if self.scopes:
+      root, path = scope.root, scope.path
+      for i, lifted in enumerate(self.scopes):
+        n = len(lifted.path)
+        if path[:n] == lifted.path and lifted.root is root:
+          return i, path[n:]
+    self.scopes.append(scope)
+    return len(self.scopes) - 1, ()
+
+  def _visit_fields(self, module: Module) -> None:
+    if id(module) in self._seen:
+      return
+    self._seen.add(id(module))
+    for field_name in module._field_names:
+      _map_refs(lambda x, m=module: self._visit_field_ref(x, m), module.__dict__[field_name])
+
+  def _visit_field_ref(self, x: Any, owner: Module) -> Any:
+    if isinstance(x, Variable):
+      if isinstance(x.scope, Scope):
+        self._add_scope(x.scope)
+    elif _is_foreign(x, owner):
+      self._add_scope(x.scope)
+      self._visit_fields(x)
+    return x
+
+  def lift_args(self, args: tuple, kwargs: Mapping[str, Any], keyed: bool) -> tuple[tuple, dict]:
+    """``args``/``kwargs`` with bound modules and Variables replaced by ``_Slot``s."""
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=_is_ref)
+    if not any(_is_ref(leaf) for leaf in leaves):
+      return args, dict(kwargs)
+    new_leaves = []
+    for leaf in leaves:
+      if isinstance(leaf, Module) and leaf.scope is not None:
+        self._add_scope(leaf.scope)
+        self._visit_fields(leaf)
+        key = _fingerprint(leaf, {}) if keyed else None
+      elif isinstance(leaf, Variable) and isinstance(leaf.scope, Scope):
+        self._add_scope(leaf.scope)
+        key = (leaf.collection, leaf.name, leaf.unbox)
+      else:
+        new_leaves.append(leaf)
+        continue
+      new_leaves.append(_Slot(len(self.refs), key))
+      self.refs.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, new_leaves)
+
+  def linen_order(self, module: Module) -> list[int]:
+    """The lifted scopes in Linen's order: those of fields first, depth first; module last."""
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def add(scope: Scope) -> None:
+      i, rel = self._index[id(scope)]
+      if not rel and i not in order:
+        order.append(i)
+
+    def visit(m: Module) -> None:
+      if id(m) in seen:
+        return
+      seen.add(id(m))
+      for field_name in m._field_names:
+        _map_refs(lambda x, m=m: visit_ref(x, m), m.__dict__[field_name])
+      add(m.scope)
+
+    def visit_ref(x: Any, owner: Module) -> Any:
+      if isinstance(x, Variable):
+        if isinstance(x.scope, Scope):
+          add(x.scope)
+      elif _is_foreign(x, owner):
+        visit(x)
+      return x
+
+    visit(module)
+    return order
+
+  def scope_tree(self) -> Scope | list[Scope]:
+    return self.scopes[0] if len(self.scopes) == 1 else list(self.scopes)
+
+  def bind(
+    self, module: Module, inner_tree: Any, cls: type | None, args: tuple, kwargs: Mapping[str, Any]
+  ) -> tuple[Module, tuple, dict]:
+    """The module (as ``cls``) and the arguments rebuilt on the inner scopes."""
+    inner = [inner_tree] if isinstance(inner_tree, Scope) else list(inner_tree)
+    memo: dict[int, Any] = {}
+
+    def scope_of(outer: Scope) -> Scope:
+      i, rel = self._index[id(outer)]
+      scope = inner[i]
+      for name in rel:
+        scope = scope.push(name, reuse=True)
+      return scope
+
+    def rebind(m: Module, as_cls: type | None = None) -> Module:
+      done = memo.get(id(m))
+      if done is not None:
+        return done
+
+      def field(x: Any) -> Any:
+        if isinstance(x, Variable):
+          if isinstance(x.scope, Scope):
+            return Variable(scope_of(x.scope), x.collection, x.name, x.unbox)
+          return x
+        if _is_foreign(x, m):
+          return rebind(x)
+        return _unbind_field(x)
+
+      attrs = {f: _map_refs(field, m.__dict__[f]) for f in m._field_names}
+      attrs['name'] = m.name
+      clone = (as_cls or type(m))(**attrs, parent=scope_of(m.scope))
+      if m._state.setup_called is _SetupState.DONE:
+        # Its setup ran outside: the copy runs it again, reusing the child scopes (the
+        # ones pushed for lifted submodules included) instead of claiming their names.
+        clone._state.setup_called = _SetupState.TRANSFORMED
+      memo[id(m)] = clone
+      return clone
+
+    bound = rebind(module, cls)
+    if not self.refs:
+      return bound, args, dict(kwargs)
+
+    def restore(x: Any) -> Any:
+      if not isinstance(x, _Slot):
+        return x
+      ref = self.refs[x.index]
+      if isinstance(ref, Variable):
+        return Variable(scope_of(ref.scope), ref.collection, ref.name, ref.unbox)
+      return rebind(ref)
+
+    args, kwargs = jax.tree_util.tree_map(
+      restore, (args, dict(kwargs)), is_leaf=lambda x: isinstance(x, _Slot)
+    )
+    return bound, args, kwargs
 
 
 #################################################
@@ -164,6 +398,14 @@ def _lift(
 ) -> Any:
   if isinstance(target, type) and issubclass(target, Module):
     return _transform_class(prefix, target, methods, make, transform_kwargs)
+  if (
+    isinstance(target, functools.partial)
+    and isinstance(target.func, type)
+    and issubclass(target.func, Module)
+  ):
+    # A partially applied constructor: transform the class, keep the bound arguments.
+    new_cls = _transform_class(prefix, target.func, methods, make, transform_kwargs)
+    return functools.partial(new_cls, *target.args, **target.keywords)
   if callable(target) and not isinstance(target, Module):
     return _transform_function(target, make, transform_kwargs)
   raise errors.TransformTargetError(target)
@@ -176,9 +418,15 @@ def _simple(
 
   def make(run, cls, name, kw):
     def call_transformed(module, *args, **kwargs):
-      scope = _outer_scope(module, transform)
-      body = _method_body(module, run, cls, name, kwargs)
-      return core_builder(**kw)(body)(scope, *args)
+      _outer_scope(module, transform)
+      lifting = _Lifting(module)
+      args, kwargs = lifting.lift_args(args, kwargs, keyed=False)
+
+      def body(scope_tree: Any, *args: Any) -> Any:
+        bound, args, inner_kwargs = lifting.bind(module, scope_tree, cls, args, kwargs)
+        return _check_returns(run(bound, *args, **inner_kwargs), name)
+
+      return core_builder(**kw)(body)(lifting.scope_tree(), *args)
 
     return call_transformed
 
@@ -354,6 +602,108 @@ def checkpoint(
 remat = checkpoint
 
 
+class _ById:
+  """Keys an unhashable value by identity; holding it keeps the id from being reused."""
+
+  __slots__ = ('value',)
+
+  def __init__(self, value: Any):
+    self.value = value
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, _ById) and other.value is self.value
+
+  def __hash__(self) -> int:
+    return id(self.value)
+
+
+def _fingerprint(obj: Any, seen: dict[int, int]) -> Any:
+  """A hashable stand-in for what a module (or field value) contributes to a jit trace.
+
+  Modules are keyed by class and fields (not ``name``/``parent``: sibling instances with
+  equal fields share one trace), a module seen before by its position (aliasing is part
+  of the structure), dataclasses and containers by their contents, types registered with
+  ``serialization`` by their state dict, other hashable values by themselves and the rest
+  by identity.
+  """
+  if obj is None or isinstance(obj, (str, int, float, complex, type)):
+    return obj
+  if isinstance(obj, Module):
+    i = seen.get(id(obj))
+    if i is not None:
+      return type(obj), i
+    seen[id(obj)] = len(seen)
+    return type(obj), tuple((f, _fingerprint(obj.__dict__[f], seen)) for f in obj._field_names)
+  if isinstance(obj, Variable):
+    return Variable, obj.collection, obj.name, obj.unbox
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    return type(obj), tuple(
+      (f.name, _fingerprint(getattr(obj, f.name), seen))
+      for f in dataclasses.fields(obj)
+      if hasattr(obj, f.name)
+    )
+  if isinstance(obj, Mapping):
+    return type(obj), tuple((k, _fingerprint(v, seen)) for k, v in obj.items())
+  if isinstance(obj, (list, tuple)):
+    return type(obj), tuple(_fingerprint(v, seen) for v in obj)
+  if serialization.is_serializable(obj):
+    return type(obj), _fingerprint(serialization.to_state_dict(obj), seen)
+  try:
+    hash(obj)
+  except TypeError:
+    return _ById(obj)
+  return obj
+
+
+def _static_value(value: Any, what: str) -> Any:
+  try:
+    hash(value)
+  except TypeError as e:
+    raise ValueError(
+      f'nn.jit: {what} is static but not hashable ({type(value).__name__}): {e}. Static '
+      'arguments key the trace cache; pass a hashable value (a tuple instead of a list, ...) '
+      'or make the argument non-static.'
+    ) from None
+  return value
+
+
+def _filter_key(f: Filter) -> Any:
+  if isinstance(f, (set, frozenset, list, tuple)):
+    return type(f), tuple(sorted(f))
+  try:
+    hash(f)
+  except TypeError:
+    return _ById(f)
+  return f
+
+
+def _scope_key(scope: Scope) -> Any:
+  """What a trace depends on in a lifted scope besides its variables' shapes."""
+  flags = scope.flags
+  return (
+    _filter_key(scope.mutable),
+    tuple((k, _fingerprint(flags[k], {})) for k in sorted(flags)),
+  )
+
+
+class _JitCall:
+  """The Python side of one jitted call, read by the trace (kept off JAX's argument list)."""
+
+  __slots__ = ('module', 'lifting', 'scope_fn', 'repack_fn', 'static_args', 'static_kwargs')
+
+  def __init__(self, module, lifting, static_args, static_kwargs):
+    self.module = module
+    self.lifting = lifting
+    self.static_args = static_args
+    self.static_kwargs = static_kwargs
+    self.scope_fn = None
+    self.repack_fn = None
+
+
+def _argnums(argnums: int | Sequence[int]) -> tuple[int, ...]:
+  return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+
 def jit(
   target: Target,
   variables: Filter = True,
@@ -367,9 +717,14 @@ def jit(
 ) -> Target:
   """Compiles a Module method with ``jax.jit``; the trace is cached across calls.
 
-  The module's fields are part of the cache key (unhashable fields key by identity).
-  RNG streams are forked per call, as in Linen. ``static_argnums`` count ``self`` as
-  argument 0.
+  As in Linen, the trace is cached by the module's class and fields (recursively through
+  modules, dataclasses, containers and types registered with ``serialization``; other
+  unhashable values key by identity), not by its name or path, so sibling instances with
+  equal fields share one trace; mutability and flags of the call are part of the key.
+  Bound modules and Variables may be passed as arguments or held in fields: their scopes
+  are lifted with the module's. RNG streams are forked per call. ``static_argnums``
+  count ``self`` as argument 0; ``static_argnames`` name keyword arguments; static values
+  must be hashable.
 
   Example:
 
@@ -382,25 +737,85 @@ def jit(
   """
 
   def make(run, cls, name, kw):
-    def body(scope, static_module, *args, **kwargs):
-      return _check_returns(
-        run(_bind_clone(static_module.value, scope, cls), *args, **kwargs), name
-      )
+    # Positions among the arguments after ``self``.
+    static_nums = frozenset(i - 1 for i in _argnums(kw['static_argnums']))
+    names = kw['static_argnames']
+    static_names = frozenset((names,) if isinstance(names, str) else names)
+    local = threading.local()
 
-    lifted = lift.jit(
-      body,
-      variables=kw['variables'],
-      rngs=kw['rngs'],
-      static_argnums=(0,) + _shift_argnums(kw['static_argnums'], 0),
-      static_argnames=kw['static_argnames'],
-      donate_argnums=_shift_argnums(kw['donate_argnums'], 0),
+    def traced(key, variable_groups, rng_groups, kwargs, *args):
+      del key  # static: it only selects the cached trace
+      call = local.stack[-1]
+      args = tuple(call.static_args.get(i, a) for i, a in enumerate(args))
+      kwargs = {**kwargs, **call.static_kwargs}
+      if call.lifting is None:
+        plain = getattr(run, '__flaxlike_plain__', run)
+        return _check_returns(plain(call.module, *args, **kwargs), name), None
+      inner = call.scope_fn(variable_groups, rng_groups)
+      _detach_counters(inner)
+      bound, args, kwargs = call.lifting.bind(call.module, inner, cls, args, kwargs)
+      y = _check_returns(run(bound, *args, **kwargs), name)
+      return y, call.repack_fn(inner)
+
+    jitted = jax.jit(
+      traced,
+      static_argnums=0,
+      # traced(key, variable_groups, rng_groups, kwargs, *args): self's argument i is at 3 + i.
+      donate_argnums=tuple(3 + i for i in _argnums(kw['donate_argnums'])),
       device=kw['device'],
       backend=kw['backend'],
     )
 
+    def run_jitted(call, key, variable_groups, rng_groups, args, kwargs):
+      if not hasattr(local, 'stack'):
+        local.stack = []
+      local.stack.append(call)
+      try:
+        return jitted(key, variable_groups, rng_groups, kwargs, *args)
+      finally:
+        local.stack.pop()
+
+    def inner(scope_fn, repack_fn, variable_groups, rng_groups, call, key, args, kwargs):
+      call.scope_fn, call.repack_fn = scope_fn, repack_fn
+      try:
+        return run_jitted(call, key, variable_groups, rng_groups, args, kwargs)
+      finally:
+        call.scope_fn = call.repack_fn = None
+
+    packed = lift.pack(
+      inner, (kw['variables'],), (kw['variables'],), (kw['rngs'],), name='jit', fork_rngs=True
+    )
+
     def call_transformed(module, *args, **kwargs):
-      scope = _outer_scope(module, 'jit')
-      return lifted(scope, lift._Hashable(module), *args, **kwargs)
+      if not isinstance(module, Module):
+        raise errors.TransformTargetError(module)
+      static_args = {
+        i: _static_value(a, f'argument {i + 1}') for i, a in enumerate(args) if i in static_nums
+      }
+      static_kwargs = {
+        k: _static_value(v, f'argument {k!r}') for k, v in kwargs.items() if k in static_names
+      }
+      if static_args:
+        args = tuple(None if i in static_args else a for i, a in enumerate(args))
+      if static_kwargs:
+        kwargs = {k: v for k, v in kwargs.items() if k not in static_kwargs}
+      static_key = (tuple(sorted(static_args.items())), tuple(sorted(static_kwargs.items())))
+      if module.scope is None:
+        # Unbound (e.g. a jitted override of init/apply): there is nothing to lift, the
+        # method is compiled as a plain function of its arguments.
+        call = _JitCall(module, None, static_args, static_kwargs)
+        key = ('unbound', _fingerprint(module, {}), static_key)
+        return run_jitted(call, key, None, None, args, kwargs)[0]
+      lifting = _Lifting(module)
+      args, kwargs = lifting.lift_args(args, kwargs, keyed=True)
+      key = (
+        _fingerprint(module, {}),
+        tuple(lifting.layout),
+        tuple(_scope_key(s) for s in lifting.scopes),
+        static_key,
+      )
+      call = _JitCall(module, lifting, static_args, static_kwargs)
+      return packed(lifting.scope_tree(), call, key, args, kwargs)
 
     return call_transformed
 
@@ -562,11 +977,36 @@ def remat_scan(
 #################################################
 
 
-def _fn_of_scope(fn: Callable[..., Any], module: Module, name: str) -> Callable[..., Any]:
+def _direct(
+  mdl: Module, operands: tuple, transform: str, multi_scope: bool = True
+) -> tuple[_Lifting, tuple]:
+  """The scopes a functional transform of ``mdl`` lifts, and its operands with slots."""
+  _outer_scope(mdl, transform)
+  lifting = _Lifting(mdl)
+  operands, _ = lifting.lift_args(operands, {}, keyed=False)
+  if not multi_scope and len(lifting.scopes) > 1:
+    raise ValueError(
+      'This transform does not yet support Modules that include other Modules passed as '
+      f'arguments: nn.{transform} of {type(mdl).__name__} reaches {len(lifting.scopes)} '
+      'scopes (bound modules or variables held in its fields or passed in). Create those '
+      'modules inside the function instead'
+      + (', or pass multi_scope=True.' if transform == 'vjp' else '.')
+    )
+  return lifting, operands
+
+
+def _fn_of_scope(
+  fn: Callable[..., Any], mdl: Module, lifting: _Lifting, name: str
+) -> Callable[..., Any]:
+  """``fn(module, *args)`` as ``run(scope_tree, *args)`` on the lifted scopes."""
+  if inspect.ismethod(fn) and isinstance(fn.__self__, Module):
+    # A bound method (``self.branch``): run its function on the inner copy of the module.
+    fn = fn.__func__
   method = _as_method(fn)
 
-  def run(scope: Scope, *args: Any) -> Any:
-    return _check_returns(method(_bind_clone(module, scope), *args), name)
+  def run(scope_tree: Any, *args: Any) -> Any:
+    bound, args, _ = lifting.bind(mdl, scope_tree, None, args, {})
+    return _check_returns(method(bound, *args), name)
 
   return run
 
@@ -600,12 +1040,12 @@ def cond(
   >>> list(params)
   ['dense']
   """
-  scope = _outer_scope(mdl, 'cond')
+  lifting, operands = _direct(mdl, operands, 'cond')
   return lift.cond(
     pred,
-    _fn_of_scope(true_fun, mdl, 'cond'),
-    _fn_of_scope(false_fun, mdl, 'cond'),
-    scope,
+    _fn_of_scope(true_fun, mdl, lifting, 'cond'),
+    _fn_of_scope(false_fun, mdl, lifting, 'cond'),
+    lifting.scope_tree(),
     *operands,
     variables=variables,
     rngs=rngs,
@@ -621,11 +1061,11 @@ def switch(
   rngs: Filter = True,
 ) -> Any:
   """``jax.lax.switch`` with branches ``fun(module, *operands)`` that may use variables."""
-  scope = _outer_scope(mdl, 'switch')
+  lifting, operands = _direct(mdl, operands, 'switch')
   return lift.switch(
     index,
-    [_fn_of_scope(b, mdl, 'switch') for b in branches],
-    scope,
+    [_fn_of_scope(b, mdl, lifting, 'switch') for b in branches],
+    lifting.scope_tree(),
     *operands,
     variables=variables,
     rngs=rngs,
@@ -646,11 +1086,11 @@ def while_loop(
   ``carry_variables`` may be updated by the body (they must exist before the loop);
   ``broadcast_variables`` are read-only.
   """
-  scope = _outer_scope(mdl, 'while_loop')
+  lifting, _ = _direct(mdl, (), 'while_loop')
   return lift.while_loop(
-    _fn_of_scope(cond_fn, mdl, 'while_loop'),
-    _fn_of_scope(body_fn, mdl, 'while_loop'),
-    scope,
+    _fn_of_scope(cond_fn, mdl, lifting, 'while_loop'),
+    _fn_of_scope(body_fn, mdl, lifting, 'while_loop'),
+    lifting.scope_tree(),
     init,
     carry_variables=carry_variables,
     broadcast_variables=broadcast_variables,
@@ -673,15 +1113,15 @@ def custom_vjp(
   """
 
   def call(mdl: Module, *args: Any) -> Any:
-    scope = _outer_scope(mdl, 'custom_vjp')
+    lifting, _ = _direct(mdl, (), 'custom_vjp', multi_scope=False)
     lifted = lift.custom_vjp(
-      _fn_of_scope(fn, mdl, 'custom_vjp'),
-      _fn_of_scope(forward_fn, mdl, 'custom_vjp'),
+      _fn_of_scope(fn, mdl, lifting, 'custom_vjp'),
+      _fn_of_scope(forward_fn, mdl, lifting, 'custom_vjp'),
       backward_fn,
       grad_vars=grad_vars,
       nondiff_argnums=tuple(nondiff_argnums),
     )
-    return lifted(scope, *args)
+    return lifted(lifting.scope_tree(), *args)
 
   return call
 
@@ -700,12 +1140,37 @@ def vjp(
   """``jax.vjp`` of ``fn(module, *primals)`` w.r.t. the primals and ``vjp_variables``.
 
   Returns ``(y, vjp_fn)``; ``vjp_fn(g)`` gives ``(variable_grads, *primal_grads)``.
+  With ``multi_scope=True`` the module may hold bound modules owned elsewhere (or
+  Variables); ``variable_grads`` is then a list with one ``{collection: grads}`` per
+  lifted scope, in Linen's order: the field modules' scopes depth first, the module's last.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> import flaxlike as nn
+  >>> class Foo(nn.Module):
+  ...   bar: nn.Module
+  ...   @nn.compact
+  ...   def __call__(self, x):
+  ...     def f(mdl, x):
+  ...       return mdl.bar(nn.Dense(2, name='own')(x))
+  ...     y, vjp_fn = nn.vjp(f, self, x, multi_scope=True)
+  ...     (bar_grads, own_grads), x_grad = vjp_fn(jnp.ones_like(y))
+  ...     return bar_grads, own_grads
+  >>> class Top(nn.Module):
+  ...   @nn.compact
+  ...   def __call__(self, x):
+  ...     return Foo(nn.Dense(2, name='shared'))(x)
+  >>> x = jnp.ones((1, 3))
+  >>> variables = Top().init(jax.random.key(0), x)
+  >>> bar, own = Top().apply(variables, x)
+  >>> sorted(bar['params']), sorted(own['params']['own'])
+  (['bias', 'kernel'], ['bias', 'kernel'])
   """
-  del multi_scope
-  scope = _outer_scope(mdl, 'vjp')
-  return lift.vjp(
-    _fn_of_scope(fn, mdl, 'vjp'),
-    scope,
+  lifting, _ = _direct(mdl, (), 'vjp', multi_scope=multi_scope)
+  out = lift.vjp(
+    _fn_of_scope(fn, mdl, lifting, 'vjp'),
+    lifting.scope_tree(),
     *primals,
     has_aux=has_aux,
     reduce_axes=reduce_axes,
@@ -713,6 +1178,16 @@ def vjp(
     variables=variables,
     rngs=rngs,
   )
+  if len(lifting.scopes) == 1:
+    return out
+  order = tuple(lifting.linen_order(mdl))
+  vjp_fn = jax.tree_util.Partial(functools.partial(_reorder_grads, order), out[1])
+  return (out[0], vjp_fn, *out[2:])
+
+
+def _reorder_grads(order: tuple[int, ...], vjp_fn: Callable[..., Any], cotangent: Any) -> tuple:
+  var_grads, *primal_grads = vjp_fn(cotangent)
+  return ([var_grads[i] for i in order], *primal_grads)
 
 
 def jvp(
@@ -725,10 +1200,10 @@ def jvp(
   rngs: Filter = True,
 ) -> Any:
   """``jax.jvp`` of ``fn(module, *primals)``; returns ``(y, y_tangent)``."""
-  scope = _outer_scope(mdl, 'jvp')
+  lifting, _ = _direct(mdl, (), 'jvp', multi_scope=False)
   return lift.jvp(
-    _fn_of_scope(fn, mdl, 'jvp'),
-    scope,
+    _fn_of_scope(fn, mdl, lifting, 'jvp'),
+    lifting.scope_tree(),
     primals,
     tangents,
     variable_tangents,
@@ -747,10 +1222,10 @@ def value_and_grad(
   rngs: Filter = True,
 ) -> Any:
   """``(value, primal_grads)`` of scalar ``fn(module, *primals)`` (Linen's convention)."""
-  scope = _outer_scope(mdl, 'value_and_grad')
+  lifting, _ = _direct(mdl, (), 'value_and_grad')
   return lift.value_and_grad(
-    _fn_of_scope(fn, mdl, 'value_and_grad'),
-    scope,
+    _fn_of_scope(fn, mdl, lifting, 'value_and_grad'),
+    lifting.scope_tree(),
     *primals,
     has_aux=has_aux,
     reduce_axes=reduce_axes,
