@@ -90,6 +90,8 @@ class Config:
   flax_preserve_adopted_names: bool
   flax_profile: bool
   flax_max_repr_depth: int | None
+  flax_filter_frames: bool
+  flax_use_orbax_checkpointing: bool
 
   def __init__(self):
     for name, (default, _) in _FLAG_DEFAULTS.items():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Generator, Iterator, Mapping
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.errors import CursorFindError, CursorIterationError, TraverseTreeError
@@ -55,7 +55,17 @@ class ParentKey(Generic[A]):
   access_type: AccessType
 
 
-def _is_named_tuple(obj: Any) -> bool:
+class _NamedTupleLike(Protocol):
+  """What ``_is_named_tuple`` checks for: the members namedtuple classes define."""
+
+  _fields: tuple[str, ...]
+
+  def _asdict(self) -> dict[str, Any]: ...
+
+  def _replace(self, **changes: Any) -> Any: ...
+
+
+def _is_named_tuple(obj: Any) -> TypeGuard[_NamedTupleLike]:
   return isinstance(obj, tuple) and all(
     hasattr(obj, name) for name in ('_fields', '_asdict', '_replace')
   )
@@ -91,9 +101,12 @@ def _traverse_tree(path: tuple, obj: Any, *, update_fn=None, cond_fn=None) -> It
       if new_obj is not obj:
         yield path, new_obj
         return
-    elif cond_fn(str_path, obj):
-      yield path
-      return
+    else:
+      # Exactly one of the two functions was given, checked above.
+      assert cond_fn is not None
+      if cond_fn(str_path, obj):
+        yield path
+        return
   children = _children(obj)
   if children is None:
     return
@@ -104,6 +117,27 @@ def _traverse_tree(path: tuple, obj: Any, *, update_fn=None, cond_fn=None) -> It
     )
 
 
+def _with_changes(obj: Any, changes: dict[Any, Any]) -> Any:
+  """A copy of ``obj`` of the same type, with ``changes`` (key -> new value) applied."""
+  if isinstance(obj, FrozenDict):
+    return obj.copy(changes)
+  if isinstance(obj, (dict, list)):
+    new = obj.copy()
+    for key, value in changes.items():
+      new[key] = value
+    return new
+  if _is_named_tuple(obj):
+    return obj._replace(**changes)
+  if isinstance(obj, tuple):
+    items = list(obj)
+    for key, value in changes.items():
+      items[key] = value
+    return tuple(items)
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    return dataclasses.replace(obj, **changes)
+  return obj
+
+
 class Cursor(Generic[A]):
   """A position in an object, with the changes recorded below it (see ``cursor``).
 
@@ -112,7 +146,10 @@ class Cursor(Generic[A]):
   cursors.
   """
 
-  _obj: A
+  # The value at this position. ``A`` is the type of the object ``cursor`` was given, which
+  # ``build`` returns; a checker cannot follow types through keys and attributes, so the
+  # value itself is Any (the operators below apply to whatever is wrapped).
+  _obj: Any
   _parent_key: ParentKey[A] | None
   _changes: dict[Any, Cursor[A]]
 
@@ -209,24 +246,7 @@ class Cursor(Generic[A]):
       key: child.build() if isinstance(child, Cursor) else child
       for key, child in self._changes.items()
     }
-    obj = self._obj
-    if isinstance(obj, FrozenDict):
-      return obj.copy(changes)
-    if isinstance(obj, (dict, list)):
-      new = obj.copy()
-      for key, value in changes.items():
-        new[key] = value
-      return new
-    if _is_named_tuple(obj):
-      return obj._replace(**changes)
-    if isinstance(obj, tuple):
-      items = list(obj)
-      for key, value in changes.items():
-        items[key] = value
-      return tuple(items)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-      return dataclasses.replace(obj, **changes)
-    return obj
+    return _with_changes(self._obj, changes)
 
   def apply_update(self, update_fn: Callable[[str, Any], Any]) -> Cursor[A]:
     """Records ``update_fn(path, value)`` for every node below this one that it changes.

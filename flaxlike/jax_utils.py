@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import core as jax_core
 from jax import lax
 from jax.extend import linear_util as lu
 from jax.interpreters import partial_eval as pe
@@ -195,7 +196,7 @@ def partial_eval_by_shape(fn: Callable[..., Any], input_spec: Iterable[Any], *ar
   )
   # Inputs are "unknown" partial values: everything computable without them is evaluated
   # while tracing and comes back as a known constant.
-  in_pvals = [pe.PartialVal.unknown(jax.core.ShapedArray(x.shape, x.dtype)) for x in inputs_flat]
+  in_pvals = [pe.PartialVal.unknown(jax_core.ShapedArray(x.shape, x.dtype)) for x in inputs_flat]
   _, out_pvals, _ = pe.trace_to_jaxpr_nounits(f_flat, in_pvals)
   out_flat = [
     const if aval is None else jax.ShapeDtypeStruct(aval.shape, aval.dtype)

@@ -78,7 +78,10 @@ def is_key_like(x: Any) -> TypeGuard[Key]:
     >>> is_key_like('kernel'), is_key_like(3), is_key_like(object())
     (True, True, False)
   """
-  return getattr(x, '__hash__', None) is not None and type(x).__lt__ is not object.__lt__
+  # object has an ``__lt__`` at run time (it returns NotImplemented); typeshed leaves it out
+  # so that checkers treat only types that define one as ordered.
+  unordered_lt = object.__lt__  # pyright: ignore[reportAttributeAccessIssue]
+  return getattr(x, '__hash__', None) is not None and type(x).__lt__ is not unordered_lt
 
 
 Path = str

@@ -41,6 +41,10 @@ class FrozenDict(Mapping[K, V]):
   """
 
   __slots__ = ('_dict', '_hash')
+  # Built by dict(*args, **kwargs) from whatever the caller passed: K and V type the mapping
+  # for users, the storage holds the nested plain dicts behind them.
+  _dict: dict[Any, Any]
+  _hash: int | None
 
   def __init__(self, *args, __unsafe_skip_copy__: bool = False, **kwargs):
     if __unsafe_skip_copy__:
@@ -98,10 +102,12 @@ class FrozenDict(Mapping[K, V]):
   def keys(self):
     return self._dict.keys()
 
-  def values(self):
+  # Linen's FrozenDict gives generators here (nested dicts come out as FrozenDicts), not
+  # the view objects Mapping declares; users' code relies on what Linen does.
+  def values(self):  # pyright: ignore[reportIncompatibleMethodOverride]
     return (self[k] for k in self._dict)
 
-  def items(self):
+  def items(self):  # pyright: ignore[reportIncompatibleMethodOverride]
     for key in self._dict:
       yield (key, self[key])
 

@@ -557,12 +557,6 @@ def remat_scan(
   """
   if not lengths:
     raise ValueError('remat_scan needs at least one loop length, e.g. lengths=(4, 4).')
-  scan_kwargs = dict(
-    variable_broadcast=variable_broadcast,
-    variable_carry=variable_carry,
-    variable_axes=variable_axes,
-    split_rngs=split_rngs,
-  )
   if len(lengths) == 1:
 
     def step(scope, carry):
@@ -572,14 +566,26 @@ def remat_scan(
     inner_params = {**metadata_params, meta.PARTITION_NAME: None}
 
     def step(scope, carry):
-      inner = remat_scan(body_fn, lengths[1:], policy, metadata_params=inner_params, **scan_kwargs)
+      inner = remat_scan(
+        body_fn,
+        lengths[1:],
+        policy,
+        variable_broadcast=variable_broadcast,
+        variable_carry=variable_carry,
+        variable_axes=variable_axes,
+        split_rngs=split_rngs,
+        metadata_params=inner_params,
+      )
       return inner(scope, carry), ()
 
   looped = scan(
     checkpoint(step, policy=policy, prevent_cse=False),
+    variable_broadcast=variable_broadcast,
+    variable_carry=variable_carry,
+    variable_axes=variable_axes,
+    split_rngs=split_rngs,
     length=lengths[0],
     metadata_params=metadata_params,
-    **scan_kwargs,
   )
 
   def wrapper(scope: Scope, carry: Any) -> Any:

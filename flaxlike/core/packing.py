@@ -68,12 +68,17 @@ def _dedup_scopes(scopes: list[Scope]) -> tuple[list[Scope], list[tuple[int, tup
   places: list[tuple[int, tuple[str, ...]]] = []
   for scope in scopes:
     # The outermost ancestor of ``scope`` (itself included) that is also passed in.
-    top, names, node, walked = scope, (), scope.parent, (scope.name,)
+    top: Scope = scope
+    names: tuple[str, ...] = ()
+    walked: tuple[str, ...] = ()
+    child, node = scope, scope.parent
     while node is not None:
+      # Only the root has no name, and ``child`` has a parent.
+      assert child.name is not None
+      walked = walked + (child.name,)
       if any(node == other for other in scopes):
         top, names = node, tuple(reversed(walked))
-      walked = walked + (node.name,)
-      node = node.parent
+      child, node = node, node.parent
     for i, seen in enumerate(packed):
       if seen == top:
         places.append((i, names))

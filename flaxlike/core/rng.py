@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flaxlike import errors
@@ -105,7 +106,8 @@ _RAW_KEY_SPECS: dict[Any, tuple[tuple[int, ...], Any]] = {}
 def _raw_key_shape_and_dtype() -> tuple[tuple[int, ...], Any]:
   """Shape and dtype of the raw key data of the default PRNG implementation (cached per
   implementation: this runs on every init/apply)."""
-  impl = jax.config.jax_default_prng_impl
+  # JAX registers its config options at run time, so they are not attributes a checker sees.
+  impl = jax.config.jax_default_prng_impl  # pyright: ignore[reportAttributeAccessIssue]
   spec = _RAW_KEY_SPECS.get(impl)
   if spec is None:
     data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
@@ -119,7 +121,7 @@ def _is_valid_rng(rng: Any) -> bool:
     return True
   if not isinstance(rng, (jax.Array, np.ndarray)):
     return False
-  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
     return rng.shape == ()
   shape, dtype = _raw_key_shape_and_dtype()
   return rng.shape == shape and rng.dtype == dtype

@@ -103,13 +103,15 @@ class Variable(Generic[T]):
 
   @value.setter
   def value(self, value: T) -> None:
+    # What is stored: the value itself, or the value boxed like the current one.
+    stored: Any = value
     if self.unbox:
       current = self.scope.get_variable(self.collection, self.name)
       if isinstance(current, meta.AxisMetadata):
-        value = current.replace_boxed(value)
+        stored = current.replace_boxed(value)
       elif isinstance(current, (dict, list, tuple)):
-        value = meta.replace_boxed(current, value)
-    self.scope.put_variable(self.collection, self.name, value)
+        stored = meta.replace_boxed(current, value)
+    self.scope.put_variable(self.collection, self.name, stored)
 
   def is_mutable(self) -> bool:
     """Whether this variable's collection may be written in the current call."""

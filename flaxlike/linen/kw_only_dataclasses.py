@@ -22,7 +22,7 @@ both the field list and ``__init__``. This module gives that behaviour to any da
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from typing_extensions import dataclass_transform
 
@@ -56,6 +56,8 @@ def _as_kw_only(value: Any) -> dataclasses.Field:
   """``value`` (a default or a Field) as a keyword-only Field."""
   if not isinstance(value, dataclasses.Field):
     value = dataclasses.field(default=value)
+  # typeshed types field() as returning the field's value type, so that class bodies
+  # check; what it returns is the Field.
   copy = dataclasses.field(
     default=value.default,
     default_factory=value.default_factory,
@@ -66,7 +68,7 @@ def _as_kw_only(value: Any) -> dataclasses.Field:
     metadata={**value.metadata, _KW_ONLY_KEY: True},
     kw_only=True,
   )
-  return copy
+  return cast(dataclasses.Field, copy)
 
 
 @dataclass_transform(field_specifiers=(field,))  # type: ignore[literal-required]

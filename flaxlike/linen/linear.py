@@ -105,7 +105,10 @@ def _reshaped_init(
   if isinstance(value, meta.AxisMetadata):
     # Reshape the bare value: its names describe ``shape``, so ``unbox()`` would constrain
     # the flat value to a spec of the wrong rank under an active mesh and rules.
-    return value.replace_boxed(jnp.reshape(value.value, shape))
+    # Boxes hold their array in a ``value`` field (what AxisMetadata.replace_boxed assumes);
+    # the abstract base declares no fields, so a checker cannot see it.
+    bare = value.value  # pyright: ignore[reportAttributeAccessIssue]
+    return value.replace_boxed(jnp.reshape(bare, shape))
   return jnp.reshape(value, shape)
 
 

@@ -198,7 +198,7 @@ def _scale_and_shift(
   return dtypes._as_dtype(y, dtypes.canonicalize_dtype(*args, dtype=dtype))
 
 
-def _l2_normalize(x: Array, axis: Axes = None, eps: float = 1e-12) -> Array:
+def _l2_normalize(x: Array, axis: Axes | None = None, eps: float = 1e-12) -> Array:
   return x * lax.rsqrt((x * x).sum(axis=axis, keepdims=True) + eps)
 
 

@@ -30,6 +30,7 @@ FrozenDict({
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -204,14 +205,15 @@ def param_with_axes(
     # A new parameter is laid out as it is created, so a jitted init under a mesh
     # returns it sharded. Existing ones keep ``init_fn`` itself: the shape check of
     # ``apply`` caches by initializer, and a fresh closure per call would defeat it.
-    unconstrained_init = init_fn
-
-    def init_fn(*args: Any, **kwargs: Any) -> Any:
-      created = unconstrained_init(*args, **kwargs)
+    def constrained_init(*args: Any, **kwargs: Any) -> Any:
+      created = init_fn(*args, **kwargs)
       _check_rank(created, names, where)
       return with_sharding_constraint(created, names)
 
-  value = module.param(name, init_fn, *init_args, **init_kwargs)
+    param_init = constrained_init
+  else:
+    param_init = init_fn
+  value = module.param(name, param_init, *init_args, **init_kwargs)
   _check_rank(value, names, where)
   value = with_sharding_constraint(value, names)
   module.sow('params_axes', f'{name}_axes', AxisMetadata(names), reduce_fn=_sow_axes_reduce)
@@ -386,7 +388,10 @@ def _map_axes_metadata(fn: Callable[[Any], Any], tree: Any) -> Any:
   def one(meta: Any) -> Any:
     if not isinstance(meta, AxisMetadata):
       return meta
-    return meta.replace(names=jax.tree_util.tree_map(fn, meta.names, is_leaf=spmd._is_logical_spec))
+    # dataclasses.replace is what the struct.dataclass ``replace`` method runs; a checker
+    # sees the function, not the method added at class creation.
+    names = jax.tree_util.tree_map(fn, meta.names, is_leaf=spmd._is_logical_spec)
+    return dataclasses.replace(meta, names=names)
 
   return jax.tree_util.tree_map(one, tree, is_leaf=lambda x: isinstance(x, AxisMetadata))
 
@@ -535,7 +540,7 @@ def vmap_with_axes(
     methods=methods,
   )
   for col, axis in variable_axes.items():
-    if col in partitioning_axis_names:
+    if isinstance(col, str) and col in partitioning_axis_names:
       vmapped = _add_axis_to_metadata(vmapped, axis, partitioning_axis_names[col], f'{col}_axes')
   return vmapped
 

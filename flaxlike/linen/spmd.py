@@ -487,9 +487,13 @@ def sharded_init(
   )
   # A box is a one-child node, so a sharding in its place is a valid out_shardings prefix.
   boxed = jax.jit(boxed_init, out_shardings=shardings)(rngs, arrays)
-  variables = jax.tree_util.tree_map(
-    lambda x: x.value if isinstance(x, meta.AxisMetadata) else x,
-    boxed,
-    is_leaf=meta.is_axis_metadata,
-  )
+
+  def bare(x: Any) -> Any:
+    if isinstance(x, meta.AxisMetadata):
+      # Boxes hold their array in a ``value`` field (what AxisMetadata.replace_boxed
+      # assumes); the abstract base declares no fields, so a checker cannot see it.
+      return x.value  # pyright: ignore[reportAttributeAccessIssue]
+    return x
+
+  variables = jax.tree_util.tree_map(bare, boxed, is_leaf=meta.is_axis_metadata)
   return variables, shardings

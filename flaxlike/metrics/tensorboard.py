@@ -35,8 +35,11 @@ import numpy as np
 try:
   from PIL import Image
   from tensorboardX import summary as tbx_summary
-  from tensorboardX.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-  from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+  from tensorboardX.proto import plugin_text_pb2 as _plugin_text_pb2
+  from tensorboardX.proto import summary_pb2 as _summary_pb2
+  from tensorboardX.proto import tensor_pb2 as _tensor_pb2
+  from tensorboardX.proto import tensor_shape_pb2 as _tensor_shape_pb2
+  from tensorboardX.proto import types_pb2 as _types_pb2
   from tensorboardX.writer import FileWriter
 except ImportError:
   # One line that says what to install, instead of a traceback into a missing package.
@@ -46,6 +49,15 @@ except ImportError:
   ) from None
 
 from flaxlike import io as flaxlike_io
+
+# protobuf's generated modules create their message classes and enum values at import time
+# from serialized descriptors, and tensorboardX ships no .pyi stubs for them, so a type checker
+# sees none of those names. Typed as Any, the modules are used as what they are at run time.
+plugin_text_pb2: Any = _plugin_text_pb2
+summary_pb2: Any = _summary_pb2
+tensor_pb2: Any = _tensor_pb2
+tensor_shape_pb2: Any = _tensor_shape_pb2
+types_pb2: Any = _types_pb2
 
 __all__ = ['SummaryWriter']
 
@@ -284,7 +296,7 @@ class SummaryWriter:
     data = textdata.encode('utf-8') if isinstance(textdata, str) else textdata
     metadata = summary_pb2.SummaryMetadata(
       plugin_data=summary_pb2.SummaryMetadata.PluginData(
-        plugin_name='text', content=TextPluginData(version=0).SerializeToString()
+        plugin_name='text', content=plugin_text_pb2.TextPluginData(version=0).SerializeToString()
       )
     )
     tensor = tensor_pb2.TensorProto(

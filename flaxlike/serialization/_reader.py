@@ -326,7 +326,7 @@ def _read_big_ndarray(src: _Source, n: int, path: str) -> np.ndarray:
   except (ValueError, MemoryError) as e:
     raise src.fail(f'cannot allocate shape {shape} of {dtype.name} ({e})', path) from None
   if src.file is not None:
-    src.read_into(memoryview(arr.reshape(-1).view(np.uint8)), path)
+    src.read_into(arr.reshape(-1).view(np.uint8).data, path)
   else:
     src.need(nbytes, path, 'array data')
     src.deferred[id(arr)] = len(src.pending)
@@ -403,7 +403,7 @@ def _unchunk(d: dict, src: _Source | None = None) -> np.ndarray:
   for chunk in chunks:
     end = start + chunk.nbytes
     job = src.deferred.pop(id(chunk), None) if src is not None else None
-    if job is None:
+    if src is None or job is None:
       out_bytes[start:end] = chunk.view(np.uint8)
     else:
       # The chunk's data has not been copied out of the input yet (big arrays of in-memory

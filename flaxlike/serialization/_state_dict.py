@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flaxlike.core.frozen_dict import FrozenDict
@@ -124,7 +125,7 @@ def _is_key_dtype(dtype: Any) -> bool:
   return (
     dtype is not None
     and not isinstance(dtype, np.dtype)
-    and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    and jnp.issubdtype(dtype, jax.dtypes.prng_key)
   )
 
 
@@ -136,7 +137,8 @@ _KEY_IMPL_BY_DTYPE_NAME = {'key<fry>': 'threefry2x32', 'key<rbg>': 'rbg', 'key<u
 def _key_impl_name(key: Any) -> str:
   if isinstance(key, jax.Array):
     return str(jax.random.key_impl(key))
-  return _KEY_IMPL_BY_DTYPE_NAME.get(key.dtype.name, key.dtype.name)
+  name: str = key.dtype.name
+  return _KEY_IMPL_BY_DTYPE_NAME.get(name, name)
 
 
 def _key_state_dict(key: jax.Array) -> dict[str, Any]:
@@ -157,7 +159,8 @@ def _restore_key(target: Any, state: Any) -> Any:
       'raw data, or save jax.random.key_data(key) instead of the key.'
     )
   try:
-    return jax.random.wrap_key_data(np.asarray(data), impl=impl)
+    # JAX takes host arrays here too; its annotation names only jax.Array.
+    return jax.random.wrap_key_data(np.asarray(data), impl=impl)  # pyright: ignore[reportArgumentType]
   except (TypeError, ValueError) as e:
     raise ValueError(
       f'The typed PRNG key at path {current_path()} cannot be rebuilt from its key data '
@@ -203,6 +206,7 @@ def from_state_dict(target: Any, state: Any, name: str = '.', strict: bool = Fal
       return from_state_dict(target, state, name)
     finally:
       _path.strict = False
+  handler: tuple[Any, Callable[[Any, Any], Any]] | None
   if _is_namedtuple(target):
     handler = (None, _restore_namedtuple)
   else:
@@ -356,7 +360,11 @@ def _namedtuple_state_dict(nt) -> dict[str, Any]:
   return {name: to_state_dict(getattr(nt, name)) for name in nt._fields}
 
 
-def _restore_namedtuple(xs, state_dict: dict):
+def _restore_namedtuple(xs: Any, state_dict: Any) -> Any:
+  # Outside strict mode any value reaches here; a non-mapping is reported as the other
+  # container handlers report it.
+  if not hasattr(state_dict, 'keys'):
+    raise _not_a_state_dict(xs, state_dict)
   # Files written before 2022 store namedtuples as {'name', 'fields', 'values'}.
   if set(state_dict) == {'name', 'fields', 'values'}:
     state_dict = {

@@ -176,7 +176,7 @@ def _start_host_copies(pytree: Any) -> None:
 def _array_bytes(arr: np.ndarray) -> memoryview:
   # reshape(-1) of a contiguous array is a view; viewing as uint8 gives a buffer even for
   # ml_dtypes types that PEP 3118 cannot describe.
-  return memoryview(arr.reshape(-1).view(np.uint8))
+  return arr.reshape(-1).view(np.uint8).data
 
 
 # Everything written before the data of a small ndarray (ext header and payload header)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -146,7 +147,7 @@ def _host_local_to_numpy(x: Any) -> Any:
   if (
     isinstance(x, jax.Array)
     and x.is_fully_addressable
-    and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended)
+    and not jnp.issubdtype(x.dtype, jax.dtypes.extended)
   ):
     return np.asarray(x)
   return x

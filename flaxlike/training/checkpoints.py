@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -140,7 +141,9 @@ def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[Any, str]]:
   return found
 
 
-def available_steps(ckpt_dir: str, prefix: str = 'checkpoint_', step_type: type = int) -> list[Any]:
+def available_steps(
+  ckpt_dir: str, prefix: str = 'checkpoint_', step_type: Callable[[str], Any] = int
+) -> list[Any]:
   """Steps of the checkpoints in ``ckpt_dir`` (files and Orbax directories), ascending.
 
   Example:
@@ -356,7 +359,7 @@ def _is_fully_addressable(x: jax.Array) -> bool:
 
 
 def _gather_leaf(x: Any) -> Any:
-  if not isinstance(x, jax.Array) or jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended):
+  if not isinstance(x, jax.Array) or jnp.issubdtype(x.dtype, jax.dtypes.extended):
     return x
   if _is_fully_addressable(x):
     return np.asarray(jax.device_get(x))
@@ -874,14 +877,14 @@ def _restore_msgpack(path: str, target: Any, strict: bool) -> Any:
     raise errors.CheckpointVanishedError(path) from None
   with f:
     expected = _expected_digest(path, f)
-    source = f if expected is None else _HashingReader(f)
+    hasher = None if expected is None else _HashingReader(f)
     try:
-      state = serialization.read_bytes(source, None)
+      state = serialization.read_bytes(f if hasher is None else hasher, None)
     except errors.MsgpackDecodeError as e:
-      if expected is not None and (found := source.hexdigest()) != expected:
+      if expected is not None and hasher is not None and (found := hasher.hexdigest()) != expected:
         raise errors.CheckpointDigestMismatchError(path, _digest_path(path), expected, found) from e
       raise errors.CorruptCheckpointError(path, e) from e
-    if expected is not None and (found := source.hexdigest()) != expected:
+    if expected is not None and hasher is not None and (found := hasher.hexdigest()) != expected:
       raise errors.CheckpointDigestMismatchError(path, _digest_path(path), expected, found)
   if _has_gda_placeholder(state):
     raise errors.CheckpointFormatError(

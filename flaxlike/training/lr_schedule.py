@@ -18,7 +18,8 @@ import numpy as np
 
 _log = logging.getLogger(__name__)
 
-Schedule = Callable[[int], jnp.ndarray]
+# step -> learning rate; the constant schedule without warmup returns its float as it is.
+Schedule = Callable[[int], jnp.ndarray | float]
 
 
 def _warn_deprecated() -> None:

@@ -213,7 +213,8 @@ def multi_head_dot_product_attention(
     attention_axis = tuple(range(1, inputs_q.ndim - 1))
   attention_axis = tuple(attention_axis)
   features = out_features or inputs_q.shape[-1]
-  qkv_features = qkv_features or inputs_q.shape[-1]
+  in_features: int = inputs_q.shape[-1]
+  qkv_features = qkv_features or in_features
   if qkv_features % num_heads:
     raise ValueError(
       f'Memory dimension must be divisible by number of heads: qkv_features={qkv_features}, '

@@ -242,7 +242,8 @@ def conv(
   inputs = jnp.asarray(inputs, dtype)
   kernel_size = tuple(kernel_size)
   if strides is None:
-    strides = (1,) * (inputs.ndim - 2)
+    n_spatial: int = inputs.ndim - 2
+    strides = (1,) * n_spatial
   in_features = inputs.shape[-1]
   if in_features % feature_group_count:
     raise ValueError(

@@ -74,7 +74,8 @@ def pool(
         f'pool: padding {padding!r} must be "SAME", "VALID" or {n_window} (low, high) '
         'pairs, one per window axis.'
       )
-    padding = ((0, 0),) * n_batch + pairs + ((0, 0),)
+    # Each pair has two entries (checked above); as (low, high) tuples for lax.
+    padding = ((0, 0),) * n_batch + tuple((low, high) for low, high in pairs) + ((0, 0),)
   y = lax.reduce_window(inputs, init, reduce_fn, dims, all_strides, padding)
   return y[0] if unbatched else y
 
