@@ -16,6 +16,7 @@ import flaxlike
 import flaxlike as nn
 from flaxlike import errors, io, serialization, struct, traceback_util
 from flaxlike import typing as ft
+from flaxlike.linen._module import module_class
 from flaxlike.training import train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,12 +88,12 @@ def test_library_modules_take_their_aliases_from_typing():
   # The linen layers and lifted transforms annotate with flaxlike.typing's aliases.
   assert nn.linear.Array is ft.Array and nn.linear.PaddingLike is ft.PaddingLike
   assert nn.attention.PRNGKey is ft.PRNGKey and nn.normalization.Axes is ft.Axes
-  assert nn.spmd.LogicalRules is ft.LogicalRules and nn.module.PRNGKey is ft.PRNGKey
+  assert nn.spmd.LogicalRules is ft.LogicalRules and module_class.PRNGKey is ft.PRNGKey
   assert nn.transforms.In is ft.In and flaxlike.core.lift.Out is ft.Out
   redefined = re.compile(r'^(Array|PRNGKey|Dtype|Shape|Initializer|PrecisionLike) = ', re.M)
   offenders = [
     str(path.relative_to(ROOT))
-    for path in (ROOT / 'flaxlike' / 'linen').glob('*.py')
+    for path in (ROOT / 'flaxlike' / 'linen').rglob('*.py')
     if redefined.search(path.read_text())
   ]
   assert offenders == []

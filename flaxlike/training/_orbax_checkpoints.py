@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 
 from flaxlike import serialization
 from flaxlike.configurations import config
+from flaxlike.serialization._state_dict import _KEY_MARKER
 
 INSTALL_HINT = "pip install 'flaxlike[orbax]'"
 
@@ -259,4 +260,16 @@ def restore(
   elif is_pytree:
     kwargs['restore_args'] = _raw_restore_args(ocp, orbax_checkpointer, path)
   restored = orbax_checkpointer.restore(path, item=target, **kwargs)
-  return serialization.to_state_dict(restored)
+  state = serialization.to_state_dict(restored)
+  # Orbax stores typed PRNG keys natively, and Flax's raw restore hands them back as keys;
+  # the state dict spells them as key dicts, so turn those back (a target does it itself).
+  return _typed_keys(state) if target is None else state
+
+
+def _typed_keys(state: Any) -> Any:
+  if type(state) is not dict:
+    return state
+  if _KEY_MARKER in state:
+    # A leaf target: the key dict names its own implementation.
+    return serialization.from_state_dict(None, state)
+  return {k: _typed_keys(v) for k, v in state.items()}

@@ -33,9 +33,9 @@ from flaxlike.linen._module.state import (
   _unspecified_parent,
   _UnspecifiedParent,
 )
+from flaxlike.typing import PRNGKey
 
 T = TypeVar('T')
-PRNGKey = Any
 
 if typing.TYPE_CHECKING:
   # Type checkers see a dataclass-transform base, so every subclass of Module is a
