@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from flaxlike.core.packing import _flatten_scopes, _key_sorted, pack
+from flaxlike.core.packing import ScopeTree, _flatten_scopes, _key_sorted, pack
 from flaxlike.core.scope import Filter, Scope, subtract_filters
 
 
@@ -28,7 +28,7 @@ def _scope_list_grads(bwd: Callable[..., Any], cotangent: Any) -> tuple:
 
 def vjp(
   fn: Callable[..., Any],
-  scope: Scope,
+  scope: ScopeTree,
   *primals: Any,
   has_aux: bool = False,
   reduce_axes: Sequence[Any] = (),
@@ -72,7 +72,7 @@ def vjp(
 
 def value_and_grad(
   fn: Callable[..., Any],
-  scope: Scope,
+  scope: ScopeTree,
   *primals: Any,
   has_aux: bool = False,
   reduce_axes: Sequence[Any] = (),
@@ -108,7 +108,7 @@ def value_and_grad(
 
 def jvp(
   fn: Callable[..., Any],
-  scope: Scope,
+  scope: ScopeTree,
   primals: Sequence[Any],
   tangents: Sequence[Any],
   variable_tangents: Mapping[str, Any],

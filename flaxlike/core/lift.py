@@ -24,10 +24,10 @@ from flaxlike.core._lift_autodiff import custom_vjp as custom_vjp
 from flaxlike.core._lift_autodiff import jvp as jvp
 from flaxlike.core._lift_autodiff import value_and_grad as value_and_grad
 from flaxlike.core._lift_autodiff import vjp as vjp
+from flaxlike.core.packing import ScopeTree, _identity, _key_sorted
 from flaxlike.core.packing import _filter_key as _filter_key
 from flaxlike.core.packing import _flatten_scopes as _flatten_scopes
 from flaxlike.core.packing import _Hashable as _Hashable
-from flaxlike.core.packing import _identity, _key_sorted
 from flaxlike.core.packing import pack as pack
 from flaxlike.core.scope import (
   Filter,
@@ -612,7 +612,7 @@ def cond(
   pred: Any,
   true_fun: Callable[..., Any],
   false_fun: Callable[..., Any],
-  scope: Scope,
+  scope: ScopeTree,
   *operands: Any,
   variables: Filter = True,
   rngs: Filter = True,
@@ -640,7 +640,7 @@ def cond(
 def switch(
   index: Any,
   branches: Sequence[Callable[..., Any]],
-  scope: Scope,
+  scope: ScopeTree,
   *operands: Any,
   variables: Filter = True,
   rngs: Filter = True,
@@ -657,7 +657,7 @@ def switch(
 def while_loop(
   cond_fn: Callable[..., Any],
   body_fn: Callable[..., Any],
-  scope: Scope,
+  scope: ScopeTree,
   init: Any,
   carry_variables: Filter = False,
   broadcast_variables: Filter = True,

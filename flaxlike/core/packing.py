@@ -44,6 +44,11 @@ VariableGroups = tuple
 RngGroups = tuple
 
 
+# What every lifted transform takes as its scope argument: one scope, or several (a list,
+# tuple or dict of scopes), lifted together.
+ScopeTree = Scope | Sequence[Scope] | Mapping[str, Scope]
+
+
 def _flatten_scopes(scope_tree: Any) -> tuple[list[Scope], Callable[[list], Any]]:
   """The scopes of a scope, list/tuple or dict of scopes, and how to rebuild the tree."""
   if isinstance(scope_tree, Scope):

@@ -178,7 +178,7 @@ class _Lifting:
     self.refs: list[Any] = []
     # Where each module/variable lives inside, in discovery order: a trace depends on it.
     self.layout: list[tuple[int, tuple[str, ...]]] = []
-    self._add_scope(module.scope)
+    self._add_scope(_outer_scope(module, 'transform'))
     self._visit_fields(module)
 
   def _add_scope(self, scope: Scope) -> None:
@@ -257,6 +257,7 @@ class _Lifting:
       seen.add(id(m))
       for field_name in m._field_names:
         _map_refs(lambda x, m=m: visit_ref(x, m), m.__dict__[field_name])
+      assert m.scope is not None  # only bound modules are visited
       add(m.scope)
 
     def visit_ref(x: Any, owner: Module) -> Any:
@@ -275,7 +276,7 @@ class _Lifting:
 
   def bind(
     self, module: Module, inner_tree: Any, cls: type | None, args: tuple, kwargs: Mapping[str, Any]
-  ) -> tuple[Module, tuple, dict]:
+  ) -> tuple[Module, tuple, Mapping[str, Any]]:
     """The module (as ``cls``) and the arguments rebuilt on the inner scopes."""
     inner = [inner_tree] if isinstance(inner_tree, Scope) else list(inner_tree)
     memo: dict[int, Any] = {}
@@ -303,6 +304,7 @@ class _Lifting:
 
       attrs = {f: _map_refs(field, m.__dict__[f]) for f in m._field_names}
       attrs['name'] = m.name
+      assert m.scope is not None  # only bound modules are rebound
       clone = (as_cls or type(m))(**attrs, parent=scope_of(m.scope))
       if m._state.setup_called is _SetupState.DONE:
         # Its setup ran outside: the copy runs it again, reusing the child scopes (the
@@ -883,6 +885,9 @@ def map_variables(
 
   ``trans_in_fn``/``trans_out_fn`` receive ``{collection: subtree}`` of the mapped
   collections. With ``mutable=True`` writes are mapped back through ``trans_out_fn``.
+  With ``init=True`` the mapping also runs during ``init``, as in Linen: ``init`` returns
+  what the module saw, mapped back through ``trans_out_fn`` (here: the doubled kernel of
+  twos, which ``apply`` doubles again).
 
   Example:
 
@@ -893,8 +898,12 @@ def map_variables(
   ...                            init=True)
   >>> model = Doubled(2, kernel_init=nn.initializers.ones)
   >>> variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
+  >>> variables['params']['kernel']
+  Array([[2., 2.],
+         [2., 2.],
+         [2., 2.]], dtype=float32)
   >>> model.apply(variables, jnp.ones((1, 3)))
-  Array([[6., 6.]], dtype=float32)
+  Array([[12., 12.]], dtype=float32)
   """
 
   def builder(**kw):
