@@ -44,6 +44,7 @@ from flaxlike.core.scope import CollectionFilter as CollectionFilter
 from flaxlike.core.scope import Filter, Variable, union_filters
 from flaxlike.core.scope import Filter as PRNGSequenceFilter
 from flaxlike.linen import spmd, transforms
+from flaxlike.linen._lifting import _lift, _simple
 from flaxlike.linen._module.context import context as _module_context
 from flaxlike.linen.module import Module
 from flaxlike.linen.spmd import LogicalRules as LogicalRules
@@ -638,11 +639,11 @@ def remat(
   def builder(**kw: Any) -> Callable[..., Any]:
     return lambda body: core_remat_static(body, **kw)
 
-  return transforms._lift(
+  return _lift(
     'Core_remat_static',
     target,
     methods,
-    transforms._simple(builder, 'remat'),
+    _simple(builder, 'remat'),
     variables=variables,
     rngs=rngs,
     concrete=concrete,
