@@ -341,7 +341,8 @@ def test_post_init_without_super():
 
 def test_invalid_method_and_class_instead_of_instance():
   variables = MLP().init(KEY, X)
-  with pytest.raises(errors.ApplyModuleInvalidMethodError, match='nope'):
+  # As in Linen: a missing method name is an AttributeError naming module and attribute.
+  with pytest.raises(AttributeError, match='"MLP" object has no attribute "nope"'):
     MLP().apply(variables, X, method='nope')
   with pytest.raises(errors.InvalidInstanceModuleError):
     MLP.init(KEY, X)  # type: ignore[call-arg]
@@ -359,7 +360,9 @@ def test_missing_dropout_rng_error_names_path():
       return Noisy()(x)
 
   variables = Outer().init(KEY, X)
-  with pytest.raises(errors.InvalidRngError, match=r'/Noisy_0 needs PRNG for "dropout"'):
+  with pytest.raises(
+    errors.InvalidRngError, match=r'Noisy_0 needs PRNG for "dropout" \(scope /Noisy_0\)'
+  ):
     Outer().apply(variables, X)
   Outer().apply(variables, X, rngs={'dropout': jax.random.key(1)})
 
@@ -493,3 +496,81 @@ def test_layer_submodules_star_export_what_the_namespace_has():
     assert getattr(nn, name) is getattr(recurrent, name)
   assert 'flip_sequences' in recurrent.__all__
   assert nn.zeros is nn.initializers.zeros and nn.ones is nn.initializers.ones
+
+
+# -- Linen semantics: field order, hashing, generics, apply(method=...), rng errors ------
+
+
+def test_subclass_fields_come_before_parent_and_name():
+  import dataclasses
+
+  class Base(nn.Module):
+    bar: int
+
+  class Child(Base):
+    baz: int
+
+  assert [f.name for f in dataclasses.fields(Child)] == ['bar', 'baz', 'parent', 'name']
+  child = Child(1, 2)  # own fields stay positional, after the inherited ones
+  assert (child.bar, child.baz, child.name) == (1, 2, None)
+
+
+def test_generic_module_instance_inside_setup():
+  from typing import Any, Generic, TypeVar
+
+  T = TypeVar('T')
+
+  class Box(nn.Module, Generic[T]):
+    def __call__(self, t: T) -> T:
+      return t
+
+  class Outer(nn.Module):
+    def setup(self):
+      self.box = Box[Any]()
+
+    def __call__(self, x):
+      return self.box(x)
+
+  y, variables = Outer().init_with_output({}, X)
+  assert variables == {} and (y == X).all()
+
+
+def test_apply_method_lambda_string_and_errors():
+  class Foo(nn.Module):
+    not_callable: int = 1
+
+    def __call__(self):
+      return 0
+
+    def test(self):
+      return 1
+
+  assert type(Foo().apply({}, method=lambda foo: foo)) is Foo
+  assert Foo().apply({}, method='test') == 1
+  assert Foo().apply({}, method=Foo().test) == 1
+  with pytest.raises(errors.ApplyModuleInvalidMethodError, match=r'Cannot call apply\(\)'):
+    Foo().apply({}, method=lambda: True)
+  with pytest.raises(AttributeError, match='"Foo" object has no attribute "nope".*setup'):
+    Foo().apply({}, method='nope')
+  with pytest.raises(TypeError, match="'Foo.not_callable' must be a callable"):
+    Foo().init({}, method='not_callable')
+
+
+def test_missing_rng_error_names_module_then_scope():
+  with pytest.raises(errors.InvalidRngError, match=r'^None needs PRNG for "params" \(scope /\)'):
+    nn.Dense(2).init({'other': KEY}, X)
+
+
+def test_setup_state_is_public_and_tracks_lazy_setup():
+  class WithSetup(nn.Module):
+    def setup(self):
+      self.dense = nn.Dense(2)
+
+    def __call__(self, x):
+      return self.dense(x)
+
+  model = WithSetup()
+  bound = model.bind(model.init(KEY, X))
+  assert bound._state.setup_called == nn.module.SetupState.NEW
+  bound(X)
+  assert bound._state.setup_called == nn.module.SetupState.DONE

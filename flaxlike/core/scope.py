@@ -702,7 +702,8 @@ class Scope:
     if name not in self.rngs:
       if 'params' not in self.rngs:
         raise errors.InvalidRngError(
-          f'{self.path_text} needs PRNG for "{name}": pass it to init/apply, e.g. '
+          f'{self.name} needs PRNG for "{name}" (scope {self.path_text}): pass it to '
+          'init/apply, e.g. '
           f"rngs={{'{name}': jax.random.key(0)}}."
         )
       name = 'params'
