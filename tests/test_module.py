@@ -574,3 +574,51 @@ def test_setup_state_is_public_and_tracks_lazy_setup():
   assert bound._state.setup_called == nn.module.SetupState.NEW
   bound(X)
   assert bound._state.setup_called == nn.module.SetupState.DONE
+
+
+def test_share_scope_with_a_module_bound_elsewhere_joins_its_scope():
+  class LoRA(nn.Module):
+    inner: nn.Dense
+
+    def setup(self):
+      nn.share_scope(self, self.inner)
+
+    @nn.compact
+    def __call__(self, x):
+      a = self.param('A', nn.zeros_init(), (x.shape[-1], 1))
+      return self.inner(x) + x @ a
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return LoRA(nn.Dense(2))(x)  # the Dense is bound to Model as Dense_0 first
+
+  params = Model().init(KEY, X)['params']
+  assert list(params) == ['Dense_0']
+  assert sorted(params['Dense_0']) == ['A', 'bias', 'kernel']
+
+
+def test_share_scope_moves_the_childs_own_children_up():
+  class Leaf(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2)(x)
+
+  class Middle(nn.Module):
+    leaf: Leaf
+
+    def __call__(self, x):
+      return self.leaf(x)
+
+  class Top(nn.Module):
+    middle: Middle
+
+    def setup(self):
+      nn.share_scope(self, self.middle)
+
+    def __call__(self, x):
+      return self.middle(x)
+
+  params = Top(Middle(Leaf())).init(KEY, X)['params']
+  assert list(params) == ['leaf']
+  assert list(params['leaf']) == ['Dense_0']
