@@ -622,3 +622,22 @@ def test_share_scope_moves_the_childs_own_children_up():
   params = Top(Middle(Leaf())).init(KEY, X)['params']
   assert list(params) == ['leaf']
   assert list(params['leaf']) == ['Dense_0']
+
+
+@pytest.mark.parametrize('preserve', [True, False])
+def test_class_attribute_preserve_adopted_names_overrides_the_flag(preserve):
+  class Leaf(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return x + self.param('p', nn.initializers.zeros, x.shape)
+
+  class Holder(nn.Module):
+    sub: nn.Module
+    preserve_adopted_names = preserve
+
+    def __call__(self, x):
+      return self.sub(x)
+
+  with config.temp_flip_flag('flax_preserve_adopted_names', not preserve):
+    params = Holder(Leaf(name='leaf')).init(KEY, X)['params']
+  assert list(params) == (['leaf'] if preserve else ['sub'])

@@ -7,7 +7,9 @@ Two situations name a submodule after the attribute that holds it:
   another module built in ``setup`` (``Wrapper(Dense(2))``) moves under that module.
 - **Adoption.** A module created outside (``parent=None``) and passed in a dataclass
   field is cloned and the clone is named after the field. One instance held in several
-  places is cloned once, so it keeps one scope (shared by identity).
+  places is cloned once, so it keeps one scope (shared by identity). With
+  ``config.flax_preserve_adopted_names`` (or ``preserve_adopted_names = True`` on the
+  adopting class, which overrides the flag) a module that has its own ``name`` keeps it.
 
 Containers are walked: a list or tuple gives ``attr_0, attr_1``, a dict ``attr_key``,
 nested containers ``attr_1_0``. Lists become tuples and dicts ``FrozenDict`` so module
@@ -62,7 +64,11 @@ def register_submodules(
   ):
     return value
   to_attach: list[Any] = []
-  preserve_names = config.flax_preserve_adopted_names
+  # A class attribute ``preserve_adopted_names = True/False`` on the owner's class
+  # overrides the global flag for the modules that class adopts (as in Linen).
+  preserve_names = getattr(type(owner), 'preserve_adopted_names', None)
+  if preserve_names is None:
+    preserve_names = config.flax_preserve_adopted_names
 
   def attach(suffix: str, sub: Any) -> Any:
     if sub.parent is None:
