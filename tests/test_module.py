@@ -641,3 +641,24 @@ def test_class_attribute_preserve_adopted_names_overrides_the_flag(preserve):
   with config.temp_flip_flag('flax_preserve_adopted_names', not preserve):
     params = Holder(Leaf(name='leaf')).init(KEY, X)['params']
   assert list(params) == (['leaf'] if preserve else ['sub'])
+
+
+def test_one_top_level_instance_in_two_modules_is_one_submodule():
+  dense = nn.Dense(2, use_bias=False)
+
+  class Inner(nn.Module):
+    layer: nn.Module
+
+    def __call__(self, x):
+      return self.layer(x)
+
+  class Outer(nn.Module):
+    layer: nn.Module
+    inner: nn.Module
+
+    def __call__(self, x):
+      return self.inner(x) + self.layer(x)
+
+  params = Outer(dense, Inner(dense)).init(KEY, jnp.ones((1, 2)))['params']
+  # Adopted first by Outer (field `layer`); Inner's field refers to that same submodule.
+  assert list(params) == ['layer']

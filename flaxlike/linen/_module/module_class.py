@@ -142,6 +142,10 @@ class Module(_ModuleBase):
         )
       parent_state.children[name] = self
       object.__setattr__(self, 'scope', parent_scope.push(name, reuse=reuse))
+      # One adoption table per root scope (as Linen's per-root cache): a top-level
+      # instance passed to several modules of one tree becomes one submodule, named
+      # where it was adopted first, with one set of variables.
+      state.adopted = parent_state.adopted
     elif isinstance(parent, Scope):
       object.__setattr__(self, 'scope', parent)
     else:

@@ -44,7 +44,7 @@ def map_modules(
 
 
 def register_submodules(
-  owner: Any, attr_name: str, value: Any, module_cls: type, adopted: dict[int, Any]
+  owner: Any, attr_name: str, value: Any, module_cls: type, adopted: dict[int, tuple[Any, Any]]
 ) -> Any:
   """Names, adopts and binds the modules in ``value``; returns the frozen attribute value.
 
@@ -53,8 +53,9 @@ def register_submodules(
     attr_name: the attribute (or dataclass field) name.
     value: a module, a container of modules, or anything else.
     module_cls: the Module base class (passed in to avoid an import cycle).
-    adopted: clones made so far for this owner, by id of the original; shared across
-      the owner's fields so one instance in two fields becomes one submodule.
+    adopted: ``(original, clone)`` pairs made so far, by id of the original; shared by
+      all modules of one root scope so one instance held in two places becomes one
+      submodule.
   """
   kind = type(value)
   if not (
@@ -74,10 +75,12 @@ def register_submodules(
     if sub.parent is None:
       # Created outside any module: clone it so the caller's instance stays unbound.
       own_name = sub.name
-      if id(sub) in adopted:
-        return adopted[id(sub)]
+      known = adopted.get(id(sub))
+      # The original is kept with its clone so its id cannot be reused by another module.
+      if known is not None and known[0] is sub:
+        return known[1]
       clone = sub.clone(parent=None, name=None)
-      adopted[id(sub)] = clone
+      adopted[id(sub)] = (sub, clone)
       object.__setattr__(clone, 'parent', owner)
       object.__setattr__(
         clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}'
