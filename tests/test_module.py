@@ -662,3 +662,26 @@ def test_one_top_level_instance_in_two_modules_is_one_submodule():
   params = Outer(dense, Inner(dense)).init(KEY, jnp.ones((1, 2)))['params']
   # Adopted first by Outer (field `layer`); Inner's field refers to that same submodule.
   assert list(params) == ['layer']
+
+
+def test_instance_shared_in_a_dict_field_is_named_by_the_first_sorted_key():
+  class Counter(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      count = self.variable('counter', 'i', jnp.zeros, ())
+      count.value += 1
+      return x
+
+  class Holder(nn.Module):
+    table: dict
+
+    @nn.compact
+    def __call__(self, x):
+      return self.table['foo'](self.table['bar'](x))
+
+  counter = Counter()
+  holder = Holder({'foo': counter, 'bar': counter})
+  assert list(holder.table) == ['foo', 'bar']  # the attribute keeps the caller's order
+  _, state = holder.init_with_output(KEY, X)
+  assert list(state['counter']) == ['table_bar']
+  assert state['counter']['table_bar']['i'] == 2

@@ -38,7 +38,12 @@ def map_modules(
     return kind(*(map_modules(fn, v, is_module, f'{suffix}_{i}') for i, v in enumerate(value)))
   if kind is dict or kind is FrozenDict:
     entries = cast(Mapping[Any, Any], value._dict if isinstance(value, FrozenDict) else value)
-    mapped = {k: map_modules(fn, v, is_module, f'{suffix}_{k}') for k, v in entries.items()}
+    # Visited in sorted key order, as Linen does: when one instance sits under several
+    # keys, the first key in that order names it. The result keeps the caller's order.
+    visited = {
+      k: map_modules(fn, entries[k], is_module, f'{suffix}_{k}') for k in sorted(entries, key=str)
+    }
+    mapped = {k: visited[k] for k in entries}
     return FrozenDict(mapped, __unsafe_skip_copy__=True)
   return value
 
