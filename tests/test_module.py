@@ -685,3 +685,23 @@ def test_instance_shared_in_a_dict_field_is_named_by_the_first_sorted_key():
   _, state = holder.init_with_output(KEY, X)
   assert list(state['counter']) == ['table_bar']
   assert state['counter']['table_bar']['i'] == 2
+
+
+def test_dir_of_a_bound_module_runs_setup_first():
+  class Inner(nn.Module):
+    def setup(self):
+      self.proj = nn.Dense(2)
+
+    def __call__(self, x):
+      return self.proj(x)
+
+  class Outer(nn.Module):
+    def setup(self):
+      self.inner = Inner()
+
+    def __call__(self, x):
+      assert 'proj' in dir(self.inner)
+      return self.inner(x)
+
+  Outer().init(KEY, X)
+  assert 'proj' not in dir(Inner())  # unbound: setup does not run

@@ -200,6 +200,11 @@ class Module(_ModuleBase):
         'after module.bind(variables)).'
       )
 
+  def __dir__(self) -> list[str]:
+    # A bound module lists what setup() defines (tab completion, ``'d' in dir(m)``).
+    self._try_setup()
+    return list(object.__dir__(self))
+
   def __reduce__(self):
     attrs = {f: getattr(self, f) for f in self._field_names}
     attrs['name'] = self.name
