@@ -705,3 +705,15 @@ def test_dir_of_a_bound_module_runs_setup_first():
 
   Outer().init(KEY, X)
   assert 'proj' not in dir(Inner())  # unbound: setup does not run
+
+
+def test_perturb_with_an_empty_collection_passed_in_raises():
+  class Probe(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return self.perturb('h', nn.Dense(2)(x))
+
+  variables = Probe().init(KEY, X)
+  Probe().apply({'params': variables['params']}, X)  # collection absent: no-op
+  with pytest.raises(ValueError, match='Perturbation collection perturbations present.*h at /'):
+    Probe().apply({'params': variables['params'], 'perturbations': {}}, X)

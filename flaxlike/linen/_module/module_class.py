@@ -405,11 +405,13 @@ class Module(_ModuleBase):
       scope.reserve(name, collection)
       zeros = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x, dtype=jnp.result_type(x)), value)
       scope.put_variable(collection, name, zeros)
-    if not scope.is_collection_empty(collection):
+    # As in Linen: once the collection is passed in (even empty), every perturbation
+    # must be in it.
+    if scope.has_collection(collection):
       if not scope.has_variable(collection, name):
         raise ValueError(
-          f'Perturbation collection "{collection}" was passed in, but it has no variable '
-          f'"{name}" at {scope.path_text}: call init (or apply with '
+          f'Perturbation collection {collection} present, but missing perturbation variable '
+          f'{name} at {scope.path_text}: call init (or apply with '
           f'mutable=["{collection}"]) to create it first.'
         )
       value = jax.tree_util.tree_map(jnp.add, value, scope.get_variable(collection, name))
