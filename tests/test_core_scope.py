@@ -125,7 +125,9 @@ def test_missing_stream_error_names_path_and_fix():
   def needs_dropout(scope):
     return scope.push('Dropout_0').make_rng('dropout')
 
-  with pytest.raises(errors.InvalidRngError, match=r'/Dropout_0 needs PRNG for "dropout".*rngs='):
+  with pytest.raises(
+    errors.InvalidRngError, match=r'Dropout_0 needs PRNG for "dropout" \(scope /Dropout_0\).*rngs='
+  ):
     core.apply(needs_dropout)({})
 
 

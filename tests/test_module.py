@@ -341,7 +341,8 @@ def test_post_init_without_super():
 
 def test_invalid_method_and_class_instead_of_instance():
   variables = MLP().init(KEY, X)
-  with pytest.raises(errors.ApplyModuleInvalidMethodError, match='nope'):
+  # As in Linen: a missing method name is an AttributeError naming module and attribute.
+  with pytest.raises(AttributeError, match='"MLP" object has no attribute "nope"'):
     MLP().apply(variables, X, method='nope')
   with pytest.raises(errors.InvalidInstanceModuleError):
     MLP.init(KEY, X)  # type: ignore[call-arg]
@@ -359,7 +360,9 @@ def test_missing_dropout_rng_error_names_path():
       return Noisy()(x)
 
   variables = Outer().init(KEY, X)
-  with pytest.raises(errors.InvalidRngError, match=r'/Noisy_0 needs PRNG for "dropout"'):
+  with pytest.raises(
+    errors.InvalidRngError, match=r'Noisy_0 needs PRNG for "dropout" \(scope /Noisy_0\)'
+  ):
     Outer().apply(variables, X)
   Outer().apply(variables, X, rngs={'dropout': jax.random.key(1)})
 
@@ -493,3 +496,224 @@ def test_layer_submodules_star_export_what_the_namespace_has():
     assert getattr(nn, name) is getattr(recurrent, name)
   assert 'flip_sequences' in recurrent.__all__
   assert nn.zeros is nn.initializers.zeros and nn.ones is nn.initializers.ones
+
+
+# -- Linen semantics: field order, hashing, generics, apply(method=...), rng errors ------
+
+
+def test_subclass_fields_come_before_parent_and_name():
+  import dataclasses
+
+  class Base(nn.Module):
+    bar: int
+
+  class Child(Base):
+    baz: int
+
+  assert [f.name for f in dataclasses.fields(Child)] == ['bar', 'baz', 'parent', 'name']
+  child = Child(1, 2)  # own fields stay positional, after the inherited ones
+  assert (child.bar, child.baz, child.name) == (1, 2, None)
+
+
+def test_generic_module_instance_inside_setup():
+  from typing import Any, Generic, TypeVar
+
+  T = TypeVar('T')
+
+  class Box(nn.Module, Generic[T]):
+    def __call__(self, t: T) -> T:
+      return t
+
+  class Outer(nn.Module):
+    def setup(self):
+      self.box = Box[Any]()
+
+    def __call__(self, x):
+      return self.box(x)
+
+  y, variables = Outer().init_with_output({}, X)
+  assert variables == {} and (y == X).all()
+
+
+def test_apply_method_lambda_string_and_errors():
+  class Foo(nn.Module):
+    not_callable: int = 1
+
+    def __call__(self):
+      return 0
+
+    def test(self):
+      return 1
+
+  assert type(Foo().apply({}, method=lambda foo: foo)) is Foo
+  assert Foo().apply({}, method='test') == 1
+  assert Foo().apply({}, method=Foo().test) == 1
+  with pytest.raises(errors.ApplyModuleInvalidMethodError, match=r'Cannot call apply\(\)'):
+    Foo().apply({}, method=lambda: True)
+  with pytest.raises(AttributeError, match='"Foo" object has no attribute "nope".*setup'):
+    Foo().apply({}, method='nope')
+  with pytest.raises(TypeError, match="'Foo.not_callable' must be a callable"):
+    Foo().init({}, method='not_callable')
+
+
+def test_missing_rng_error_names_module_then_scope():
+  with pytest.raises(errors.InvalidRngError, match=r'^None needs PRNG for "params" \(scope /\)'):
+    nn.Dense(2).init({'other': KEY}, X)
+
+
+def test_setup_state_is_public_and_tracks_lazy_setup():
+  class WithSetup(nn.Module):
+    def setup(self):
+      self.dense = nn.Dense(2)
+
+    def __call__(self, x):
+      return self.dense(x)
+
+  model = WithSetup()
+  bound = model.bind(model.init(KEY, X))
+  assert bound._state.setup_called == nn.module.SetupState.NEW
+  bound(X)
+  assert bound._state.setup_called == nn.module.SetupState.DONE
+
+
+def test_share_scope_with_a_module_bound_elsewhere_joins_its_scope():
+  class LoRA(nn.Module):
+    inner: nn.Dense
+
+    def setup(self):
+      nn.share_scope(self, self.inner)
+
+    @nn.compact
+    def __call__(self, x):
+      a = self.param('A', nn.zeros_init(), (x.shape[-1], 1))
+      return self.inner(x) + x @ a
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return LoRA(nn.Dense(2))(x)  # the Dense is bound to Model as Dense_0 first
+
+  params = Model().init(KEY, X)['params']
+  assert list(params) == ['Dense_0']
+  assert sorted(params['Dense_0']) == ['A', 'bias', 'kernel']
+
+
+def test_share_scope_moves_the_childs_own_children_up():
+  class Leaf(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2)(x)
+
+  class Middle(nn.Module):
+    leaf: Leaf
+
+    def __call__(self, x):
+      return self.leaf(x)
+
+  class Top(nn.Module):
+    middle: Middle
+
+    def setup(self):
+      nn.share_scope(self, self.middle)
+
+    def __call__(self, x):
+      return self.middle(x)
+
+  params = Top(Middle(Leaf())).init(KEY, X)['params']
+  assert list(params) == ['leaf']
+  assert list(params['leaf']) == ['Dense_0']
+
+
+@pytest.mark.parametrize('preserve', [True, False])
+def test_class_attribute_preserve_adopted_names_overrides_the_flag(preserve):
+  class Leaf(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return x + self.param('p', nn.initializers.zeros, x.shape)
+
+  class Holder(nn.Module):
+    sub: nn.Module
+    preserve_adopted_names = preserve
+
+    def __call__(self, x):
+      return self.sub(x)
+
+  with config.temp_flip_flag('flax_preserve_adopted_names', not preserve):
+    params = Holder(Leaf(name='leaf')).init(KEY, X)['params']
+  assert list(params) == (['leaf'] if preserve else ['sub'])
+
+
+def test_one_top_level_instance_in_two_modules_is_one_submodule():
+  dense = nn.Dense(2, use_bias=False)
+
+  class Inner(nn.Module):
+    layer: nn.Module
+
+    def __call__(self, x):
+      return self.layer(x)
+
+  class Outer(nn.Module):
+    layer: nn.Module
+    inner: nn.Module
+
+    def __call__(self, x):
+      return self.inner(x) + self.layer(x)
+
+  params = Outer(dense, Inner(dense)).init(KEY, jnp.ones((1, 2)))['params']
+  # Adopted first by Outer (field `layer`); Inner's field refers to that same submodule.
+  assert list(params) == ['layer']
+
+
+def test_instance_shared_in_a_dict_field_is_named_by_the_first_sorted_key():
+  class Counter(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      count = self.variable('counter', 'i', jnp.zeros, ())
+      count.value += 1
+      return x
+
+  class Holder(nn.Module):
+    table: dict
+
+    @nn.compact
+    def __call__(self, x):
+      return self.table['foo'](self.table['bar'](x))
+
+  counter = Counter()
+  holder = Holder({'foo': counter, 'bar': counter})
+  assert list(holder.table) == ['foo', 'bar']  # the attribute keeps the caller's order
+  _, state = holder.init_with_output(KEY, X)
+  assert list(state['counter']) == ['table_bar']
+  assert state['counter']['table_bar']['i'] == 2
+
+
+def test_dir_of_a_bound_module_runs_setup_first():
+  class Inner(nn.Module):
+    def setup(self):
+      self.proj = nn.Dense(2)
+
+    def __call__(self, x):
+      return self.proj(x)
+
+  class Outer(nn.Module):
+    def setup(self):
+      self.inner = Inner()
+
+    def __call__(self, x):
+      assert 'proj' in dir(self.inner)
+      return self.inner(x)
+
+  Outer().init(KEY, X)
+  assert 'proj' not in dir(Inner())  # unbound: setup does not run
+
+
+def test_perturb_with_an_empty_collection_passed_in_raises():
+  class Probe(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return self.perturb('h', nn.Dense(2)(x))
+
+  variables = Probe().init(KEY, X)
+  Probe().apply({'params': variables['params']}, X)  # collection absent: no-op
+  with pytest.raises(ValueError, match='Perturbation collection perturbations present.*h at /'):
+    Probe().apply({'params': variables['params'], 'perturbations': {}}, X)

@@ -572,6 +572,14 @@ class Scope:
     """Whether the call has no variables at all in collection ``col``."""
     return not self._call.variables.get(col)
 
+  def has_collection(self, col: str) -> bool:
+    """Whether the call holds collection ``col`` at all, even empty.
+
+    >>> Scope({'perturbations': {}}).has_collection('perturbations')
+    True
+    """
+    return col in self._call.variables
+
   def collection(self, col: str) -> Mapping[str, Any]:
     """A read-only view of this scope's variables in ``col``."""
     return FrozenDict(self._read_col(col) or {})
@@ -704,7 +712,8 @@ class Scope:
     if name not in self.rngs:
       if 'params' not in self.rngs:
         raise errors.InvalidRngError(
-          f'{self.path_text} needs PRNG for "{name}": pass it to init/apply, e.g. '
+          f'{self.name} needs PRNG for "{name}" (scope {self.path_text}): pass it to '
+          'init/apply, e.g. '
           f"rngs={{'{name}': jax.random.key(0)}}."
         )
       name = 'params'

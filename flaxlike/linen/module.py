@@ -32,6 +32,7 @@ from flaxlike.linen._module.functional import init_with_output as init_with_outp
 from flaxlike.linen._module.functional import merge_param as merge_param
 from flaxlike.linen._module.functional import share_scope as share_scope
 from flaxlike.linen._module.module_class import Module as Module
+from flaxlike.linen._module.state import SetupState as SetupState
 
 # `_context` (above) is the per-thread call context under Linen's name,
 # flax.linen.module._context, as this module held it before the package split: code that
@@ -39,6 +40,7 @@ from flaxlike.linen._module.module_class import Module as Module
 
 __all__ = [
   'Module',
+  'SetupState',
   'compact',
   'nowrap',
   'compact_name_scope',

@@ -17,7 +17,7 @@ from flaxlike import errors
 from flaxlike.configurations import config
 from flaxlike.linen._module.context import call_with_hooks
 from flaxlike.linen._module.context import context as _context
-from flaxlike.linen._module.state import _SetupState
+from flaxlike.linen._module.state import SetupState
 
 T = TypeVar('T')
 
@@ -115,7 +115,7 @@ def wrap_method(fun: Callable[..., Any]) -> Callable[..., Any]:
         raise errors.CallSetupUnboundModuleError()
       recurrent = state.in_setup
       state.in_setup = True
-    elif state.setup_called is not _SetupState.DONE and scope is not None:
+    elif state.setup_called is not SetupState.DONE and scope is not None:
       self._try_setup()
     if is_compact:
       if scope is None:
@@ -146,7 +146,7 @@ def _wrap_name_scope_method(fun: Callable[..., Any]) -> Callable[..., Any]:
   def wrapped(self, *args, **kwargs):
     if self.scope is None:
       raise errors.CallCompactUnboundModuleError()
-    if self._state.setup_called is not _SetupState.DONE:
+    if self._state.setup_called is not SetupState.DONE:
       self._try_setup()
     holder = self._state.name_scopes.get(method_name)
     if holder is None:
@@ -174,7 +174,7 @@ def _wrap_property(prop: property) -> property:
 
   @functools.wraps(getter)  # type: ignore[arg-type]
   def fget(self):
-    if self.scope is not None and self._state.setup_called is not _SetupState.DONE:
+    if self.scope is not None and self._state.setup_called is not SetupState.DONE:
       self._try_setup()
     try:
       return getter(self)  # type: ignore[misc]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flaxlike import errors
+from flaxlike.linen import kw_only_dataclasses
 from flaxlike.linen._module.calls import wrap_class_methods
 from flaxlike.linen._module.state import _unspecified_parent
 
@@ -35,17 +36,26 @@ def make_module_dataclass(cls: type, module_cls: type, kw_only: bool) -> None:
   if 'parent' in own_annotations or 'name' in own_annotations:
     raise errors.ReservedModuleAttributeError(own_annotations)
   inherited = getattr(cls, '__dataclass_fields__', {})
+  extra_fields = ()
   if 'parent' not in inherited:
-    annotations = dict(own_annotations)
-    annotations['parent'] = Any
-    annotations['name'] = 'str | None'
-    cls.__annotations__ = annotations
-    cls.parent = dataclasses.field(  # type: ignore[attr-defined]
-      default=_unspecified_parent, kw_only=True, repr=False, compare=False, hash=False
+    # Keyword-only fields go last in every subclass (Linen's field order: a subclass's
+    # own fields come before ``parent`` and ``name``).
+    extra_fields = (
+      (
+        'parent',
+        Any,
+        kw_only_dataclasses.field(
+          default=_unspecified_parent, kw_only=True, repr=False, compare=False, hash=False
+        ),
+      ),
+      ('name', 'str | None', kw_only_dataclasses.field(default=None, kw_only=True)),
     )
-    cls.name = dataclasses.field(default=None, kw_only=True)  # type: ignore[attr-defined]
-  dataclasses.dataclass(
-    cls, unsafe_hash='__hash__' not in cls.__dict__, repr=False, kw_only=kw_only
+  kw_only_dataclasses.dataclass(
+    cls,
+    extra_fields=extra_fields,
+    unsafe_hash='__hash__' not in cls.__dict__,
+    repr=False,
+    kw_only=kw_only,
   )
   cls._field_names = tuple(
     f.name for f in dataclasses.fields(cls) if f.init and f.name not in ('parent', 'name')

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flaxlike import errors
-from flaxlike.core.scope import DenyList, Filter
+from flaxlike.core.scope import DenyList, Filter, Scope
 from flaxlike.linen._module.module_class import Module
 
 T = TypeVar('T')
@@ -122,12 +122,41 @@ def share_scope(module: Module, other: Module, /) -> None:
   other_scope = other.scope
   if scope is None or other_scope is None:
     raise errors.CallShareScopeOnUnboundModuleError()
-  if other_scope.parent is scope and other_scope.name in scope.reservations:
-    taken = scope.reservations[other_scope.name]
-    taken.discard(None)
-    if not taken:
-      del scope.reservations[other_scope.name]
-  object.__setattr__(other, 'scope', scope)
+  if _is_within(other_scope, scope):
+    # ``other`` lives under ``module``: it moves up into ``module``'s scope, and the
+    # name it held there is freed (no variables will appear under it).
+    if other_scope.parent is scope and other_scope.name in scope.reservations:
+      taken = scope.reservations[other_scope.name]
+      taken.discard(None)
+      if not taken:
+        del scope.reservations[other_scope.name]
+    moved, new_scope = other, scope
+  else:
+    # ``other`` was bound elsewhere (e.g. built by the caller and passed in a field):
+    # ``module`` joins ``other``'s scope, so the variables sit under ``other``'s name.
+    moved, new_scope = module, other_scope
+  old_scope = moved.scope
+  object.__setattr__(moved, 'scope', new_scope)
+  _move_children(moved, old_scope, new_scope)
+
+
+def _is_within(scope: Scope | None, ancestor: Scope) -> bool:
+  while scope is not None:
+    if scope is ancestor:
+      return True
+    scope = scope.parent
+  return False
+
+
+def _move_children(module: Module, old_scope: Scope, new_scope: Scope) -> None:
+  """Re-pushes the scopes of ``module``'s bound children from ``old_scope`` into ``new_scope``."""
+  for child in module._state.children.values():
+    child_scope = child.scope if isinstance(child, Module) else None
+    if child_scope is None or child_scope.parent is not old_scope:
+      continue
+    # push reserves the name: a clash with a name ``new_scope`` already holds is reported.
+    object.__setattr__(child, 'scope', new_scope.push(child_scope.name))
+    _move_children(child, child_scope, child.scope)
 
 
 def merge_param(name: str, a: T | None, b: T | None) -> T:

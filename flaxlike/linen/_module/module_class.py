@@ -28,8 +28,8 @@ from flaxlike.linen._module.context import context as _context
 from flaxlike.linen._module.context import intercept_methods
 from flaxlike.linen._module.dataclass_transform import make_module_dataclass
 from flaxlike.linen._module.state import (
+  SetupState,
   _ModuleState,
-  _SetupState,
   _unspecified_parent,
   _UnspecifiedParent,
 )
@@ -135,13 +135,17 @@ class Module(_ModuleBase):
         name = f'{prefix}_{cursor}'
         parent_state.autoname_cursor[prefix] = cursor + 1
         object.__setattr__(self, 'name', name)
-      reuse = parent_state.in_setup and parent_state.setup_called is _SetupState.TRANSFORMED
+      reuse = parent_state.in_setup and parent_state.setup_called is SetupState.TRANSFORMED
       if not reuse and name in parent_scope.reservations:
         raise errors.NameInUseError(
           'submodule', name, type(parent).__name__, parent_scope.path_text
         )
       parent_state.children[name] = self
       object.__setattr__(self, 'scope', parent_scope.push(name, reuse=reuse))
+      # One adoption table per root scope (as Linen's per-root cache): a top-level
+      # instance passed to several modules of one tree becomes one submodule, named
+      # where it was adopted first, with one set of variables.
+      state.adopted = parent_state.adopted
     elif isinstance(parent, Scope):
       object.__setattr__(self, 'scope', parent)
     else:
@@ -163,6 +167,11 @@ class Module(_ModuleBase):
       object.__setattr__(self, name, value)
       return
     if not state.in_setup:
+      if name.startswith('__'):
+        # Python's own dunders (typing sets ``__orig_class__`` on ``C[T]()`` instances,
+        # IPython's autoreload sets ``__class__``) are not module attributes.
+        object.__setattr__(self, name, value)
+        return
       raise errors.SetAttributeFrozenModuleError(type(self).__name__, name, value)
     if name in self._field_names:
       raise errors.SetAttributeInModuleSetupError(type(self).__name__, name)
@@ -179,7 +188,7 @@ class Module(_ModuleBase):
         state is not None
         and not name.startswith('__')
         and not state.in_setup
-        and state.setup_called is not _SetupState.DONE
+        and state.setup_called is not SetupState.DONE
         and self.__dict__.get('scope') is not None
       ):
         self._try_setup()
@@ -191,6 +200,11 @@ class Module(_ModuleBase):
         'after module.bind(variables)).'
       )
 
+  def __dir__(self) -> list[str]:
+    # A bound module lists what setup() defines (tab completion, ``'d' in dir(m)``).
+    self._try_setup()
+    return list(object.__dir__(self))
+
   def __reduce__(self):
     attrs = {f: getattr(self, f) for f in self._field_names}
     attrs['name'] = self.name
@@ -199,13 +213,13 @@ class Module(_ModuleBase):
   def _try_setup(self, shallow: bool = False) -> None:
     """Runs ``setup`` once, on first use of a bound module."""
     state = self._state
-    if state.in_setup or state.setup_called is _SetupState.DONE or self.scope is None:
+    if state.in_setup or state.setup_called is SetupState.DONE or self.scope is None:
       return
     state.in_setup = True
     try:
       if not shallow:
         self.setup()
-        state.setup_called = _SetupState.DONE
+        state.setup_called = SetupState.DONE
     finally:
       state.in_setup = False
 
@@ -391,11 +405,13 @@ class Module(_ModuleBase):
       scope.reserve(name, collection)
       zeros = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x, dtype=jnp.result_type(x)), value)
       scope.put_variable(collection, name, zeros)
-    if not scope.is_collection_empty(collection):
+    # As in Linen: once the collection is passed in (even empty), every perturbation
+    # must be in it.
+    if scope.has_collection(collection):
       if not scope.has_variable(collection, name):
         raise ValueError(
-          f'Perturbation collection "{collection}" was passed in, but it has no variable '
-          f'"{name}" at {scope.path_text}: call init (or apply with '
+          f'Perturbation collection {collection} present, but missing perturbation variable '
+          f'{name} at {scope.path_text}: call init (or apply with '
           f'mutable=["{collection}"]) to create it first.'
         )
       value = jax.tree_util.tree_map(jnp.add, value, scope.get_variable(collection, name))
@@ -405,17 +421,23 @@ class Module(_ModuleBase):
 
   def _resolve_method(self, method: Any) -> Callable[..., Any]:
     if method is None:
-      method = '__call__'
+      return type(self).__call__
     if isinstance(method, str):
-      fn = getattr(type(self), method, None)
-      if fn is None or not callable(fn):
-        raise errors.ApplyModuleInvalidMethodError(method)
-      return fn
+      # Instance lookup, as in Linen: a missing name raises AttributeError naming the
+      # module and the attribute; a field holding a callable may be named too.
+      attr = getattr(self, method)
+      if not callable(attr):
+        raise TypeError(
+          f"'{type(self).__name__}.{method}' must be a callable, got {type(attr)}. Pass the "
+          "name of a method, e.g. method='encode'."
+        )
+      method = attr
     if inspect.ismethod(method) and isinstance(method.__self__, Module):
       return method.__func__
-    if callable(method):
-      return method
-    raise errors.ApplyModuleInvalidMethodError(method)
+    # The function receives the bound module first, so it needs one parameter at least.
+    if not callable(method) or not _takes_an_argument(method):
+      raise errors.ApplyModuleInvalidMethodError(method)
+    return method
 
   def _run_bound(self, root: Scope, method: Any, capture: Any, args: tuple, kwargs: dict) -> Any:
     """Runs ``method`` on a clone of this module bound to ``root``, then retires ``root``."""
@@ -666,6 +688,13 @@ class Module(_ModuleBase):
 
 class _NameScope(Module):
   """The sub-scope holder of a ``compact_name_scope`` method (no variables of its own)."""
+
+
+def _takes_an_argument(fn: Callable[..., Any]) -> bool:
+  try:
+    return len(inspect.signature(fn).parameters) >= 1
+  except (TypeError, ValueError):  # no introspectable signature (some builtins): let it run
+    return True
 
 
 def _check_instance(module: Any) -> None:

@@ -7,7 +7,9 @@ Two situations name a submodule after the attribute that holds it:
   another module built in ``setup`` (``Wrapper(Dense(2))``) moves under that module.
 - **Adoption.** A module created outside (``parent=None``) and passed in a dataclass
   field is cloned and the clone is named after the field. One instance held in several
-  places is cloned once, so it keeps one scope (shared by identity).
+  places is cloned once, so it keeps one scope (shared by identity). With
+  ``config.flax_preserve_adopted_names`` (or ``preserve_adopted_names = True`` on the
+  adopting class, which overrides the flag) a module that has its own ``name`` keeps it.
 
 Containers are walked: a list or tuple gives ``attr_0, attr_1``, a dict ``attr_key``,
 nested containers ``attr_1_0``. Lists become tuples and dicts ``FrozenDict`` so module
@@ -36,13 +38,18 @@ def map_modules(
     return kind(*(map_modules(fn, v, is_module, f'{suffix}_{i}') for i, v in enumerate(value)))
   if kind is dict or kind is FrozenDict:
     entries = cast(Mapping[Any, Any], value._dict if isinstance(value, FrozenDict) else value)
-    mapped = {k: map_modules(fn, v, is_module, f'{suffix}_{k}') for k, v in entries.items()}
+    # Visited in sorted key order, as Linen does: when one instance sits under several
+    # keys, the first key in that order names it. The result keeps the caller's order.
+    visited = {
+      k: map_modules(fn, entries[k], is_module, f'{suffix}_{k}') for k in sorted(entries, key=str)
+    }
+    mapped = {k: visited[k] for k in entries}
     return FrozenDict(mapped, __unsafe_skip_copy__=True)
   return value
 
 
 def register_submodules(
-  owner: Any, attr_name: str, value: Any, module_cls: type, adopted: dict[int, Any]
+  owner: Any, attr_name: str, value: Any, module_cls: type, adopted: dict[int, tuple[Any, Any]]
 ) -> Any:
   """Names, adopts and binds the modules in ``value``; returns the frozen attribute value.
 
@@ -51,8 +58,9 @@ def register_submodules(
     attr_name: the attribute (or dataclass field) name.
     value: a module, a container of modules, or anything else.
     module_cls: the Module base class (passed in to avoid an import cycle).
-    adopted: clones made so far for this owner, by id of the original; shared across
-      the owner's fields so one instance in two fields becomes one submodule.
+    adopted: ``(original, clone)`` pairs made so far, by id of the original; shared by
+      all modules of one root scope so one instance held in two places becomes one
+      submodule.
   """
   kind = type(value)
   if not (
@@ -62,16 +70,22 @@ def register_submodules(
   ):
     return value
   to_attach: list[Any] = []
-  preserve_names = config.flax_preserve_adopted_names
+  # A class attribute ``preserve_adopted_names = True/False`` on the owner's class
+  # overrides the global flag for the modules that class adopts (as in Linen).
+  preserve_names = getattr(type(owner), 'preserve_adopted_names', None)
+  if preserve_names is None:
+    preserve_names = config.flax_preserve_adopted_names
 
   def attach(suffix: str, sub: Any) -> Any:
     if sub.parent is None:
       # Created outside any module: clone it so the caller's instance stays unbound.
       own_name = sub.name
-      if id(sub) in adopted:
-        return adopted[id(sub)]
+      known = adopted.get(id(sub))
+      # The original is kept with its clone so its id cannot be reused by another module.
+      if known is not None and known[0] is sub:
+        return known[1]
       clone = sub.clone(parent=None, name=None)
-      adopted[id(sub)] = clone
+      adopted[id(sub)] = (sub, clone)
       object.__setattr__(clone, 'parent', owner)
       object.__setattr__(
         clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}'

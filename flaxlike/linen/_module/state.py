@@ -23,7 +23,16 @@ def _get_unspecified_parent() -> _UnspecifiedParent:
   return _unspecified_parent
 
 
-class _SetupState(enum.IntEnum):
+class SetupState(enum.IntEnum):
+  """How far a module instance is through its lazy ``setup`` (``module._state.setup_called``).
+
+  ``NEW`` until first use of a bound module, ``DONE`` once ``setup`` has run.
+
+  >>> from flaxlike.linen.module import SetupState
+  >>> SetupState.NEW < SetupState.DONE
+  True
+  """
+
   NEW = 0
   # A lifted transform has run setup on a clone; setup submodules may alias scopes.
   TRANSFORMED = 1
@@ -47,11 +56,11 @@ class _ModuleState:
   def __init__(self):
     self.in_compact_method = False
     self.in_setup = False
-    self.setup_called = _SetupState.NEW
+    self.setup_called = SetupState.NEW
     self.is_initialized = False
     self.autoname_cursor: dict[str, int] = {}
     self.children: dict[str, Any] = {}
-    self.adopted: dict[int, Any] = {}
+    self.adopted: dict[int, tuple[Any, Any]] = {}
     self.name_scopes: dict[str, Any] = {}
 
   def reset(self) -> None:
