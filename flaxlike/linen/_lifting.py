@@ -21,7 +21,7 @@ from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.core.scope import Scope, Variable
 from flaxlike.linen._module.calls import wrap_method
 from flaxlike.linen._module.module_class import Module, _unbind_field
-from flaxlike.linen._module.state import _SetupState
+from flaxlike.linen._module.state import SetupState
 
 #################################################
 # Binding a module to an inner scope
@@ -289,10 +289,10 @@ class _Lifting:
       attrs['name'] = m.name
       assert m.scope is not None  # only bound modules are rebound
       clone = (as_cls or type(m))(**attrs, parent=scope_of(m.scope))
-      if m._state.setup_called is _SetupState.DONE:
+      if m._state.setup_called is SetupState.DONE:
         # Its setup ran outside: the copy runs it again, reusing the child scopes (the
         # ones pushed for lifted submodules included) instead of claiming their names.
-        clone._state.setup_called = _SetupState.TRANSFORMED
+        clone._state.setup_called = SetupState.TRANSFORMED
       memo[id(m)] = clone
       return clone
 
