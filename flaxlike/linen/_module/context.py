@@ -48,7 +48,7 @@ class InterceptorContext:
   Attributes:
     module: the module whose method is called.
     method_name: the method's name, e.g. ``'__call__'``.
-    orig_method: the unwrapped method function.
+    orig_method: the original method, bound to the module (without the interceptors).
   """
 
   module: Any
@@ -134,8 +134,10 @@ def call_with_hooks(
     return fun(module, *a, **k)
 
   if context.interceptors:
-    ctx = InterceptorContext(module, method_name, fun)
-    for interceptor in context.interceptors:
+    # The context's orig_method is the method bound to the module, as in Linen; the
+    # interceptor entered first is the outermost, so the innermost one sees the method.
+    ctx = InterceptorContext(module, method_name, run)
+    for interceptor in reversed(context.interceptors):
       run = _chain(interceptor, run, ctx)
   if config.flax_profile:
     with jax.named_scope(profiling_name(module, method_name)):

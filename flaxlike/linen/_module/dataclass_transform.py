@@ -50,16 +50,31 @@ def make_module_dataclass(cls: type, module_cls: type, kw_only: bool) -> None:
       ),
       ('name', 'str | None', kw_only_dataclasses.field(default=None, kw_only=True)),
     )
+  own_hash = '__hash__' in cls.__dict__
   kw_only_dataclasses.dataclass(
     cls,
     extra_fields=extra_fields,
-    unsafe_hash='__hash__' not in cls.__dict__,
+    unsafe_hash=not own_hash,
     repr=False,
     kw_only=kw_only,
   )
+  if not own_hash:
+    cls.__hash__ = _unbound_only_hash(cls.__hash__)  # type: ignore[method-assign]
   cls._field_names = tuple(
     f.name for f in dataclasses.fields(cls) if f.init and f.name not in ('parent', 'name')
   )
   if cls.__post_init__ is not module_cls.__post_init__:
     cls.__init__ = _check_post_init_called(cls.__init__)  # type: ignore[method-assign]
   wrap_class_methods(cls)
+
+
+def _unbound_only_hash(field_hash: Callable[[Any], int]) -> Callable[[Any], int]:
+  """The dataclass hash of a module's fields, refused once the module is bound: a bound
+  module holds variables, which are not part of the fields, so equal hashes would lie."""
+
+  def __hash__(self: Any) -> int:
+    if self.__dict__.get('scope') is not None:
+      raise TypeError("Can't call __hash__ on modules that hold variables.")
+    return field_hash(self)
+
+  return __hash__

@@ -137,7 +137,8 @@ def share_scope(module: Module, other: Module, /) -> None:
     moved, new_scope = module, other_scope
   old_scope = moved.scope
   object.__setattr__(moved, 'scope', new_scope)
-  _move_children(moved, old_scope, new_scope)
+  if old_scope is not None:  # only a bound module has children scopes to move
+    _move_children(moved, old_scope, new_scope)
 
 
 def _is_within(scope: Scope | None, ancestor: Scope) -> bool:
@@ -155,8 +156,9 @@ def _move_children(module: Module, old_scope: Scope, new_scope: Scope) -> None:
     if child_scope is None or child_scope.parent is not old_scope:
       continue
     # push reserves the name: a clash with a name ``new_scope`` already holds is reported.
-    object.__setattr__(child, 'scope', new_scope.push(child_scope.name))
-    _move_children(child, child_scope, child.scope)
+    moved_scope = new_scope.push(child_scope.name)
+    object.__setattr__(child, 'scope', moved_scope)
+    _move_children(child, child_scope, moved_scope)
 
 
 def merge_param(name: str, a: T | None, b: T | None) -> T:
@@ -172,10 +174,10 @@ def merge_param(name: str, a: T | None, b: T | None) -> T:
   True
   """
   if a is None and b is None:
-    raise ValueError(
-      f'Parameter "{name}" must be passed to the constructor or at call time: set the '
-      f'module field {name}=... or pass {name}=... to the call.'
-    )
+    # Linen's exact message (code matches it literally); the fix travels as a note.
+    error = ValueError(f'Parameter "{name}" must be passed to the constructor or at call time.')
+    error.add_note(f'Fix: set the module field {name}=... or pass {name}=... to the call.')
+    raise error
   if a is not None and b is not None:
     # Linen's exact message (code matches it literally); the fix travels as a note, which
     # tracebacks print after it.
