@@ -421,7 +421,15 @@ class Module(_ModuleBase):
 
   def _resolve_method(self, method: Any) -> Callable[..., Any]:
     if method is None:
-      return type(self).__call__
+      # Looked up in the class's own MRO: on the class object, a missing __call__ would
+      # find the metaclass's (type.__call__), which constructs a new module instead.
+      for klass in type(self).__mro__:
+        if '__call__' in klass.__dict__:
+          return klass.__dict__['__call__']
+      raise AttributeError(
+        f'"{type(self).__name__}" object has no attribute "__call__": define __call__, or '
+        "pass the method to run, e.g. method='encode'."
+      )
     if isinstance(method, str):
       # Instance lookup, as in Linen: a missing name raises AttributeError naming the
       # module and the attribute; a field holding a callable may be named too.
