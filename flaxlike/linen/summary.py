@@ -20,7 +20,7 @@ import enum
 import io
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +30,9 @@ from flaxlike.core import meta
 from flaxlike.core.scope import DenyList, Filter
 from flaxlike.linen._module.context import intercept_methods
 
-if TYPE_CHECKING:
-  # Module.tabulate imports this file, so the class is only named in annotations here.
-  from flaxlike.linen.module import Module
+# The Module system imports this file (Module.tabulate), so this file does not import it
+# back, not even for annotations: any flaxlike Module is accepted where this name appears.
+Module = Any
 
 try:  # optional: Linen's look when available, plain text otherwise
   import rich.console
