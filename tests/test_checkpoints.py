@@ -394,8 +394,11 @@ def test_directory_turns_read_only_at_commit_raises_the_save_error(tmp_path, mon
   # The clean-up error is chained as a note naming the leftover, not raised instead.
   notes = ' '.join(getattr(info.value, '__notes__', []))
   assert 'remove: directory is read-only' in notes and '.checkpoint_tmp-' in notes
+  assert 'emptied to 0 bytes' in notes
   leftovers = sorted(set(os.listdir(tmp_path)) - set(before))
   assert leftovers and all(n.startswith('.checkpoint_tmp-') for n in leftovers)
+  # Emptying needs no write access to the directory: the leftovers hold no disk space.
+  assert all(os.path.getsize(tmp_path / n) == 0 for n in leftovers)
   # Readers ignore them; the next save (the directory writable again) removes them.
   assert checkpoints.available_steps(tmp_path) == [1]
   assert checkpoints.restore_checkpoint(tmp_path, None) == {'s': 1}

@@ -116,7 +116,10 @@ def _discard_temps(temps: list[str], error: BaseException) -> None:
 
   A removal that fails too (the directory turned read-only) is recorded as a note on
   ``error``, which the caller re-raises: the caller sees why the save failed, and the
-  note names the leftover file, which readers ignore and the next save removes.
+  note names the leftover file, which readers ignore and the next save removes. Removing
+  a name needs a writable directory, but emptying the file needs only the file's own
+  permission, so the leftover is truncated to 0 bytes: it holds no disk space meanwhile
+  (unless the whole file system turned read-only, where nothing can be changed).
   """
   for tmp in temps:
     try:
@@ -124,9 +127,14 @@ def _discard_temps(temps: list[str], error: BaseException) -> None:
     except FileNotFoundError:
       pass
     except OSError as cleanup:
+      try:
+        os.truncate(tmp, 0)
+        size = 'emptied to 0 bytes'
+      except OSError:
+        size = 'left as written'
       error.add_note(
-        f'Removing the temporary file "{tmp}" also failed ({cleanup!r}); readers ignore '
-        'it and the next save_checkpoint into this directory removes it.'
+        f'Removing the temporary file "{tmp}" also failed ({cleanup!r}); it was {size}. '
+        'Readers ignore it and the next save_checkpoint into this directory removes it.'
       )
 
 
