@@ -535,6 +535,49 @@ class RestoreMismatchError(FlaxlikeError, ValueError):
     )
 
 
+class CheckpointTargetMismatchError(RestoreMismatchError):
+  """The ``target`` of ``restore_checkpoint`` does not have the tree of the Orbax checkpoint.
+
+  Orbax reads a checkpoint only into a target with the saved structure: the same keys
+  (dict keys, dataclass fields, list entries) and array shapes. The message names the
+  checkpoint and every key that differs. The files themselves are fine, so this is not a
+  ``CorruptCheckpointError``: ``fallback_to_good`` raises it at once instead of skipping
+  to an older step (which would not fit the target either, or silently be older). The
+  usual cause is a target built from another model configuration or code version.
+
+  Fix: build the target with the configuration the checkpoint was saved with, or restore
+  with ``target=None`` to get the raw state dict, convert it, and pass it to
+  ``serialization.from_state_dict``. It subclasses ``RestoreMismatchError`` (a
+  ``ValueError``); Orbax's own error is its ``__cause__``.
+  """
+
+  def __init__(self, path: str, mismatch: dict, cause: BaseException):
+    def listed(keys: list) -> str:
+      shown = ', '.join(keys[:10])
+      return shown + (f' and {len(keys) - 10} more' if len(keys) > 10 else '')
+
+    parts = []
+    if mismatch.get('only_in_target'):
+      parts.append(
+        f'keys in the target but not the checkpoint: {listed(mismatch["only_in_target"])}'
+      )
+    if mismatch.get('only_in_checkpoint'):
+      parts.append(
+        f'keys in the checkpoint but not the target: {listed(mismatch["only_in_checkpoint"])}'
+      )
+    if mismatch.get('shapes'):
+      shapes = [f'{k} (target {t}, checkpoint {c})' for k, t, c in mismatch['shapes']]
+      parts.append(f'shapes differ at {listed(shapes)}')
+    FlaxlikeError.__init__(
+      self,
+      f'Orbax checkpoint "{path}" does not match the target of restore_checkpoint: '
+      f'{"; ".join(parts)} (Orbax failed with {type(cause).__name__}). The checkpoint is not '
+      'corrupt, so fallback_to_good does not skip it. Build the target with the '
+      'configuration the checkpoint was saved with, or restore with target=None and '
+      'convert the raw state dict.',
+    )
+
+
 class MsgpackDecodeError(FlaxlikeError):
   """Bytes given to ``msgpack_restore``/``from_bytes``/``read_bytes`` are not a valid
   flaxlike/Flax msgpack document.
@@ -610,10 +653,10 @@ class CorruptOrbaxCheckpointError(CorruptCheckpointError):
 
   Causes: files of the checkpoint were deleted, cut short or changed on storage (a
   partial copy or sync of the directory), it was written by an Orbax version that the
-  installed one cannot read, or the ``target`` passed to ``restore_checkpoint`` has a tree
-  Orbax cannot match to the saved one (Orbax's message, quoted, says which). Orbax commits a checkpoint by renaming its finished
-  temporary directory, so a save that was interrupted never leaves one under a
-  checkpoint name.
+  installed one cannot read. A ``target`` whose tree does not match the checkpoint's
+  raises ``CheckpointTargetMismatchError`` instead. Orbax commits a checkpoint by renaming
+  its finished temporary directory, so a save that was interrupted never leaves one under
+  a checkpoint name.
 
   Fix: re-copy the directory from a good source, restore an older step with ``step=...``,
   or call ``restore_checkpoint(..., fallback_to_good=True)`` to take the newest checkpoint

@@ -165,6 +165,46 @@ def test_orbax_step_orbax_cannot_read_is_named_and_fallback_skips_it(tmp_path):
   np.testing.assert_array_equal(back['w'], np.arange(3.0))
 
 
+def test_garbled_orbax_files_are_corrupt_and_fallback_skips_them(tmp_path):
+  for step in (1, 2, 3):
+    checkpoints.save_checkpoint(tmp_path, {'w': jnp.arange(3.0) + step}, step=step, keep=3)
+  # checkpoint_3: its tree metadata is garbage; checkpoint_2: its data files are.
+  (tmp_path / 'checkpoint_3' / '_METADATA').write_bytes(b'\x00garbage' * 8)
+  data = [p for p in (tmp_path / 'checkpoint_2').rglob('*') if p.is_file() and p.parent.name == 'd']
+  assert data
+  for p in data:
+    p.write_bytes(bytes((i * 37 + 11) % 256 for i in range(p.stat().st_size)))
+  target = {'w': jnp.zeros(3)}  # the saved tree: only the files are at fault
+  for step in (3, 2):
+    with pytest.raises(errors.CorruptOrbaxCheckpointError, match=f'checkpoint_{step}'):
+      checkpoints.restore_checkpoint(tmp_path, target, step=step)
+  with pytest.warns(errors.CheckpointFallbackWarning, match='checkpoint_3.*checkpoint_2'):
+    back = checkpoints.restore_checkpoint(tmp_path, target, fallback_to_good=True)
+  np.testing.assert_array_equal(back['w'], np.arange(3.0) + 1)
+
+
+def test_target_that_does_not_fit_raises_a_mismatch_never_skipped(tmp_path):
+  checkpoints.save_checkpoint(tmp_path, {'w': jnp.arange(3.0)}, step=1, keep=3)
+  newer = {'w': jnp.arange(3.0), 'extra': {'b': jnp.ones(2)}}
+  checkpoints.save_checkpoint(tmp_path, newer, step=2, keep=3)
+  target = {'w': jnp.zeros(3)}
+  # fallback_to_good must not read a mismatch as "no good checkpoint" and go back a step.
+  for fallback in (False, True):
+    with pytest.raises(errors.CheckpointTargetMismatchError) as e:
+      checkpoints.restore_checkpoint(tmp_path, target, fallback_to_good=fallback)
+    message = str(e.value)
+    assert 'checkpoint_2' in message and 'not the target: extra/b' in message
+    assert isinstance(e.value, errors.RestoreMismatchError) and e.value.__cause__ is not None
+    assert not isinstance(e.value, errors.CorruptCheckpointError)
+  with pytest.raises(errors.CheckpointTargetMismatchError, match='but not the checkpoint: v'):
+    checkpoints.restore_checkpoint(tmp_path, {'w': jnp.zeros(3), 'v': jnp.zeros(1)}, step=1)
+  with pytest.raises(
+    errors.CheckpointTargetMismatchError,
+    match=r'shapes differ at w \(target \(5,\), checkpoint \(3,\)\)',
+  ):
+    checkpoints.restore_checkpoint(tmp_path, {'w': jnp.zeros(5)}, step=1)
+
+
 def test_restore_takes_flax_positional_arguments_and_keyword_only_extensions(tmp_path):
   checkpoints.save_checkpoint(tmp_path, {'s': 1}, step=1)
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())

@@ -280,6 +280,79 @@ def restore(
   return _typed_keys(state) if target is None else state
 
 
+def _path_text(path: tuple) -> str:
+  """A key path as ``params/Dense_0/kernel``: dict keys, attribute names and list indices
+  alike, which is how the same leaf is named in a target and in Orbax's metadata tree."""
+  parts = []
+  for entry in path:
+    for attr in ('key', 'name', 'idx'):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
+      if hasattr(entry, attr):
+        parts.append(str(getattr(entry, attr)))
+        break
+    else:
+      parts.append(str(entry))
+  return '/'.join(parts)
+
+
+def _array_shape(x: Any) -> tuple | None:
+  """The shape of an array leaf, or None where shapes are not compared (typed PRNG keys
+  are stored with their key data's shape, scalars and other leaves have none)."""
+  shape, dtype = getattr(x, 'shape', None), getattr(x, 'dtype', None)
+  if shape is None or dtype is None:
+    return None
+  try:
+    if jnp.issubdtype(dtype, jax.dtypes.extended):
+      return None
+  except TypeError:  # a dtype numpy does not know
+    return None
+  return tuple(shape)
+
+
+def tree_mismatch(path: str, target: Any, orbax_checkpointer: Any = None) -> dict | None:
+  """How ``target``'s tree differs from the checkpoint's, or None when it matches.
+
+  Called after Orbax failed to restore ``path`` into ``target``, to tell a target that
+  does not fit (the caller's mistake) from files that cannot be read (corruption).
+  Compares the leaf paths and array shapes of ``target`` with the checkpoint's metadata;
+  a ``None`` in the target stands for whatever the checkpoint holds there (Orbax keeps
+  the saved value). Returns ``{'only_in_target': [...], 'only_in_checkpoint': [...],
+  'shapes': [(key, target_shape, saved_shape), ...]}`` with the differences, or None when
+  there are none or the metadata itself cannot be read (then the files are at fault).
+  """
+  ocp = import_orbax()
+  checkpointer = orbax_checkpointer or default_save_checkpointer(ocp)
+  try:
+    metadata = checkpointer.metadata(os.path.abspath(path))
+    tree = getattr(metadata, 'item_metadata', metadata)
+    tree = getattr(tree, 'tree', tree)
+    saved = {_path_text(p): m for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  except Exception:  # unreadable metadata: not a question of the target
+    return None
+  if not isinstance(tree, (dict, list, tuple)):
+    return None
+  leaves = jax.tree_util.tree_flatten_with_path(target, is_leaf=lambda x: x is None)[0]
+  wanted = {_path_text(p): x for p, x in leaves}
+  anything = [k for k, x in wanted.items() if x is None]
+
+  def under_anything(key: str) -> bool:
+    return any(key == k or key.startswith(k + '/') for k in anything)
+
+  only_in_target = sorted(k for k, x in wanted.items() if x is not None and k not in saved)
+  only_in_checkpoint = sorted(k for k in saved if k not in wanted and not under_anything(k))
+  shapes = []
+  for key in sorted(set(wanted) & set(saved)):
+    mine, theirs = _array_shape(wanted[key]), _array_shape(saved[key])
+    if mine is not None and theirs is not None and mine != theirs:
+      shapes.append((key, mine, theirs))
+  if not (only_in_target or only_in_checkpoint or shapes):
+    return None
+  return {
+    'only_in_target': only_in_target,
+    'only_in_checkpoint': only_in_checkpoint,
+    'shapes': shapes,
+  }
+
+
 def _typed_keys(state: Any) -> Any:
   if type(state) is not dict:
     return state

@@ -708,8 +708,13 @@ def _restore_orbax(
   orbax_checkpointer: Any = None,
   orbax_transforms: dict | None = None,
 ) -> Any:
-  """Reads an Orbax checkpoint directory; a read Orbax cannot finish raises
-  ``CorruptOrbaxCheckpointError`` (which ``fallback_to_good`` skips)."""
+  """Reads an Orbax checkpoint directory.
+
+  A read Orbax cannot finish raises ``CheckpointTargetMismatchError`` when ``target``'s
+  tree differs from the checkpoint's metadata (never skipped by ``fallback_to_good``),
+  else ``CorruptOrbaxCheckpointError`` (which ``fallback_to_good`` skips). With
+  ``orbax_transforms`` the trees may differ on purpose, so nothing is compared.
+  """
   try:
     state = _orbax_checkpoints.restore(path, target, orbax_checkpointer, orbax_transforms)
   except errors.FlaxlikeError:
@@ -717,6 +722,10 @@ def _restore_orbax(
   except Exception as e:
     if not os.path.lexists(path):  # deleted by another process's clean-up meanwhile
       raise errors.CheckpointVanishedError(path) from e
+    if target is not None and orbax_transforms is None:
+      mismatch = _orbax_checkpoints.tree_mismatch(path, target, orbax_checkpointer)
+      if mismatch is not None:
+        raise errors.CheckpointTargetMismatchError(path, mismatch, e) from e
     raise errors.CorruptOrbaxCheckpointError(path, e) from e
   if target is None:
     return state
@@ -767,7 +776,8 @@ def restore_checkpoint(
       that does not decode or whose digest does not match, an Orbax directory Orbax
       cannot read), newest first, and restore the newest good one; a
       ``CheckpointFallbackWarning`` names the skipped ones. Checkpoints in a format that
-      cannot be read with what is installed are never skipped.
+      cannot be read with what is installed, and a ``target`` that does not fit an Orbax
+      checkpoint (``CheckpointTargetMismatchError``), are never skipped.
 
   When the latest checkpoint of a directory is deleted by another process's clean-up
   between listing and reading, the directory is listed again and the new latest taken.
@@ -785,6 +795,9 @@ def restore_checkpoint(
       ``CorruptCheckpointError``).
     CorruptOrbaxCheckpointError: Orbax could not read an Orbax checkpoint (a
       ``CorruptCheckpointError``).
+    CheckpointTargetMismatchError: ``target``'s tree (keys, array shapes) differs from
+      the Orbax checkpoint's; raised at once, also with ``fallback_to_good`` (a
+      ``RestoreMismatchError``).
     CheckpointFormatError: the checkpoint exists but cannot be read with what is
       installed (an Orbax directory without orbax-checkpoint, an unknown layout).
     CheckpointVanishedError: the checkpoint was deleted while being read, and no other
