@@ -151,6 +151,52 @@ def make_block_stack(nn: Any, depth: int, d_model: int, scanned: bool) -> Any:
   return Stack()
 
 
+# -- Haiku: the same models as a Haiku user writes them --------------------------------------
+
+
+def haiku_mlp(hk: Any, depth: int, width: int) -> Any:
+  """``make_mlp`` in Haiku: ``hk.Linear`` with Linen's default kernel initializer."""
+  w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
+
+  def forward(x):
+    for _ in range(depth):
+      x = jax.nn.relu(hk.Linear(width, w_init=w_init)(x))
+    return x
+
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def haiku_transformer(hk: Any, depth: int, d_model: int, heads: int, scanned: bool = False) -> Any:
+  """``make_transformer`` in Haiku: the same layers, initializers, epsilon and variance
+  formula as Linen's defaults; ``scanned`` stacks the blocks as
+  ``hk.layer_stack(hk.remat(Block))``. Haiku's attention projects to ``heads * head_dim``
+  and reshapes where Linen's has a ``(d, heads, head_dim)`` kernel: the same parameters and
+  math."""
+  w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
+
+  def layer_norm(x):
+    return hk.LayerNorm(-1, True, True, eps=1e-6, use_fast_variance=True)(x)
+
+  class Block(hk.Module):
+    def __call__(self, x):
+      h = layer_norm(x)
+      h = hk.MultiHeadAttention(heads, d_model // heads, w_init=w_init)(h, h, h)
+      x = x + h
+      h = hk.Linear(4 * d_model, w_init=w_init)(layer_norm(x))
+      h = hk.Linear(d_model, w_init=w_init)(jax.nn.gelu(h))
+      return x + h
+
+  def forward(x):
+    if scanned:
+      x = hk.layer_stack(depth)(hk.remat(lambda x: Block()(x)))(x)
+    else:
+      for _ in range(depth):
+        x = Block()(x)
+    return layer_norm(x)
+
+  return hk.without_apply_rng(hk.transform(forward))
+
+
 # -- raw JAX floors: the same math on plain dicts ------------------------------------------
 
 _dense_init = jax.nn.initializers.lecun_normal()
@@ -520,6 +566,36 @@ def raw_workloads(cfg: dict[str, Any], key: Any) -> Workloads:
       f, p, x
     )
     w[f'AdamW step time, {label}'] = steady_step_timer(apply_fn, params, x, cfg['steps'])
+  return w
+
+
+def haiku_workloads(hk: Any, cfg: dict[str, Any], key: Any) -> Workloads:
+  """The trace-time workloads that have a plain Haiku equivalent, under the same labels."""
+  w: Workloads = {}
+  depth, width, layers, d, heads = (
+    cfg['mlp_depth'],
+    cfg['mlp_width'],
+    cfg['layers'],
+    cfg['d_model'],
+    cfg['heads'],
+  )
+  x_mlp, x_tr, x_tiny = cfg['x_mlp'], cfg['x_tr'], cfg['x_tiny']
+  mlp = haiku_mlp(hk, depth, width)
+  mlp_params = mlp.init(key, x_mlp)
+  w[f'trace init, {depth}-layer MLP'] = lambda: trace_seconds(mlp.init, key, x_mlp)
+  w[f'trace apply, {depth}-layer MLP'] = lambda: trace_seconds(mlp.apply, mlp_params, x_mlp)
+  for scanned, tag in ((False, ''), (True, ' scan(remat)')):
+    tr = haiku_transformer(hk, layers, d, heads, scanned)
+    tr_params = jax.eval_shape(tr.init, key, x_tr)
+    w[f'trace init, {layers}-layer Transformer{tag}'] = lambda tr=tr: trace_seconds(
+      tr.init, key, x_tr
+    )
+    w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda tr=tr, p=tr_params: trace_seconds(
+      tr.apply, p, x_tr
+    )
+  tiny = haiku_mlp(hk, 2, 16)
+  tiny_params = tiny.init(key, x_tiny)
+  w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: tiny.apply(tiny_params, x_tiny))
   return w
 
 
