@@ -26,7 +26,10 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, _=None):
     h = nn.MultiHeadDotProductAttention(num_heads=2)(nn.LayerNorm()(x), x)
-    h = nn.Dense(x.shape[-1], kernel_init=nn.initializers.normal(0.02))(x + h)
+    partitioned = nn.with_partitioning(nn.initializers.normal(0.02), (None, 'model'))
+    h = nn.Dense(x.shape[-1], kernel_init=partitioned)(x + h)
+    logical = nn.with_logical_partitioning(nn.initializers.ones, (None, None, 'embed'))
+    h = h * self.param('gain', logical, (1, 1, x.shape[-1]))
     return x + h, None
 
 
@@ -104,6 +107,11 @@ def test_which_initializers_are_staged():
   assert staged_init._staged(lambda key, shape: jnp.zeros(shape), args, {}) is None
   assert staged_init._staged(nn.initializers.constant(jnp.ones(())), args, {}) is None
   assert staged_init._staged(nn.initializers.zeros, (np.ones(2),), {}) is None
+  boxed = nn.with_partitioning(lambda key, shape: jnp.zeros(shape), ('model',))
+  assert staged_init._staged(boxed, args, {}) is None
+  # Plain values include numpy scalars; boxes of pure initializers are pure.
+  assert staged_init._staged(nn.initializers.zeros, ((np.int64(3),),), {}) is not None
+  assert staged_init._staged(nn.with_partitioning(nn.initializers.zeros, ('a',)), args, {})
 
 
 def test_user_initializers_run_as_written_under_jit():

@@ -84,6 +84,8 @@ def _static_key(value: Any) -> Any:
   raises _NotStatic for anything else."""
   if isinstance(value, _SCALARS):
     return (type(value), value)
+  if isinstance(value, np.generic):  # numpy scalars, e.g. a feature count from np.prod
+    return (type(value), value.item())
   if isinstance(value, (tuple, list)):
     return (type(value), tuple(_static_key(v) for v in value))
   if isinstance(value, (np.dtype, type)):
