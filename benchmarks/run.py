@@ -2,9 +2,11 @@
 
 Every workload is written once against a Linen-style namespace ``nn`` and run for each
 namespace given with ``--nn`` (``flaxlike`` and, when installed, ``flax.linen``), with
-repetitions alternating between them so machine noise hits both alike. Raw JAX versions
-of the same math are the floor. Prints medians, min-max and ratios, then the issue-9
-targets as met / not met.
+repetitions alternating between them so machine noise hits both alike. When ``haiku`` is
+importable, the trace-time workloads that have a plain Haiku equivalent (MLP, both
+Transformers, the tiny MLP) run in Haiku too (``--no-haiku`` leaves it out). Raw JAX
+versions of the same math are the floor. Prints medians, min-max and ratios, then the
+issue-9 and issue-16 targets as met / not met.
 
     python benchmarks/run.py                      # everything (flax.linen too if importable)
     python benchmarks/run.py --quick              # small shapes, fewer repetitions: a minute
@@ -619,11 +621,17 @@ def config(quick: bool) -> dict[str, Any]:
   }
 
 
-def run(namespaces: list[str], repeats: int, quick: bool) -> list[tuple[str, str, list[float]]]:
+def run(
+  namespaces: list[str], repeats: int, quick: bool, haiku: Any = None
+) -> list[tuple[str, str, list[float]]]:
+  """Every workload, repetitions alternating over the namespaces, Haiku (the module, when
+  given) and raw JAX: (workload, implementation, seconds per repetition) rows."""
   modules = {name: importlib.import_module(name) for name in namespaces}
   key = jax.random.PRNGKey(0)
   cfg = config(quick)
   workloads = {name: namespace_workloads(nn, cfg, key) for name, nn in modules.items()}
+  if haiku is not None:
+    workloads['haiku'] = haiku_workloads(haiku, cfg, key)
   workloads['raw JAX'] = raw_workloads(cfg, key)
   results: list[tuple[str, str, list[float]]] = []
 
@@ -683,7 +691,7 @@ def print_table(results: list[tuple[str, str, list[float]]], baseline: str) -> N
       print(f'{workload:50s} {name:12s} {med * 1e3:9.2f} ms {span:>22s} {ratio:>14s}')
 
 
-# Issue 9: (workload prefix, text it contains, baseline, largest allowed flaxlike/baseline).
+# Issues 9 and 16: (workload prefix, text it contains, baseline, largest allowed flaxlike/baseline).
 TARGETS = [
   ('trace apply', 'MLP', 'raw JAX', 1.5),
   ('trace apply', 'Transformer', 'raw JAX', 1.5),
@@ -691,6 +699,7 @@ TARGETS = [
   ('trace init', 'Transformer', 'raw JAX', 2.0),
   ('un-jitted apply', 'tiny MLP', 'raw JAX', 3.0),
   ('', '', 'flax.linen', 1.0),  # never slower than Linen (and no more equations), anywhere
+  ('trace init', 'Transformer', 'haiku', 1.0),  # issue 16: init tracing ahead of Haiku's
 ]
 
 
@@ -811,6 +820,14 @@ def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any)
   return frozenset(same)
 
 
+def optional_haiku() -> Any:
+  """The ``haiku`` module when it is importable, else None."""
+  try:
+    return importlib.import_module('haiku')
+  except ImportError:
+    return None
+
+
 def default_namespaces() -> list[str]:
   """flaxlike, and flax.linen when it is importable."""
   try:
@@ -829,6 +846,9 @@ def main() -> None:
   parser.add_argument(
     '--quick', action='store_true', help='small shapes, no ResNet, fewer repetitions'
   )
+  parser.add_argument(
+    '--no-haiku', action='store_true', help='leave Haiku out even when it is importable'
+  )
   parser.add_argument('--noise', type=float, default=0.1, help='tolerance of timing targets')
   parser.add_argument(
     '--scan-depths',
@@ -843,12 +863,15 @@ def main() -> None:
     args.scan_depths if args.scan_depths is not None else ([2, 8] if args.quick else [2, 4, 8, 16])
   )
   namespaces = args.nn or default_namespaces()
+  haiku = None if args.no_haiku else optional_haiku()
   print(
     f'jax {jax.__version__}, backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
-    f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}, {repeats} repetitions'
+    f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}'
+    + (f', haiku {haiku.__version__}' if haiku is not None else '')
+    + f', {repeats} repetitions'
     + (' (quick)' if args.quick else '')
   )
-  results = run(namespaces, repeats, args.quick)
+  results = run(namespaces, repeats, args.quick, haiku)
   print_table(results, baseline='raw JAX')
   if 'flax.linen' in namespaces:
     print()
