@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import jax
 import numpy as np
+from jax.core import Tracer
 
 from flaxlike.core.rng import _hash_suffix, fold_static
 
@@ -152,7 +153,7 @@ def init_with_key(
   True
   """
   kwargs = kwargs or {}
-  if suffix and isinstance(key, jax.core.Tracer):
+  if suffix and isinstance(key, Tracer):
     staged = _staged(init_fn, args, kwargs)
     if staged is not None:
       return staged(key, np.uint32(_hash_suffix(suffix)))
