@@ -2,9 +2,11 @@
 
 Every workload is written once against a Linen-style namespace ``nn`` and run for each
 namespace given with ``--nn`` (``flaxlike`` and, when installed, ``flax.linen``), with
-repetitions alternating between them so machine noise hits both alike. Raw JAX versions
-of the same math are the floor. Prints medians, min-max and ratios, then the issue-9
-targets as met / not met.
+repetitions alternating between them so machine noise hits both alike. When ``haiku`` is
+importable, the trace-time workloads that have a plain Haiku equivalent (MLP, both
+Transformers, the tiny MLP) run in Haiku too (``--no-haiku`` leaves it out). Raw JAX
+versions of the same math are the floor. Prints medians, min-max and ratios, then the
+issue-9 and issue-16 targets as met / not met.
 
     python benchmarks/run.py                      # everything (flax.linen too if importable)
     python benchmarks/run.py --quick              # small shapes, fewer repetitions: a minute
@@ -149,6 +151,52 @@ def make_block_stack(nn: Any, depth: int, d_model: int, scanned: bool) -> Any:
       return x
 
   return Stack()
+
+
+# -- Haiku: the same models as a Haiku user writes them --------------------------------------
+
+
+def haiku_mlp(hk: Any, depth: int, width: int) -> Any:
+  """``make_mlp`` in Haiku: ``hk.Linear`` with Linen's default kernel initializer."""
+  w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
+
+  def forward(x):
+    for _ in range(depth):
+      x = jax.nn.relu(hk.Linear(width, w_init=w_init)(x))
+    return x
+
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def haiku_transformer(hk: Any, depth: int, d_model: int, heads: int, scanned: bool = False) -> Any:
+  """``make_transformer`` in Haiku: the same layers, initializers, epsilon and variance
+  formula as Linen's defaults; ``scanned`` stacks the blocks as
+  ``hk.layer_stack(hk.remat(Block))``. Haiku's attention projects to ``heads * head_dim``
+  and reshapes where Linen's has a ``(d, heads, head_dim)`` kernel: the same parameters and
+  math."""
+  w_init = hk.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
+
+  def layer_norm(x):
+    return hk.LayerNorm(-1, True, True, eps=1e-6, use_fast_variance=True)(x)
+
+  class Block(hk.Module):
+    def __call__(self, x):
+      h = layer_norm(x)
+      h = hk.MultiHeadAttention(heads, d_model // heads, w_init=w_init)(h, h, h)
+      x = x + h
+      h = hk.Linear(4 * d_model, w_init=w_init)(layer_norm(x))
+      h = hk.Linear(d_model, w_init=w_init)(jax.nn.gelu(h))
+      return x + h
+
+  def forward(x):
+    if scanned:
+      x = hk.layer_stack(depth)(hk.remat(lambda x: Block()(x)))(x)
+    else:
+      for _ in range(depth):
+        x = Block()(x)
+    return layer_norm(x)
+
+  return hk.without_apply_rng(hk.transform(forward))
 
 
 # -- raw JAX floors: the same math on plain dicts ------------------------------------------
@@ -523,6 +571,36 @@ def raw_workloads(cfg: dict[str, Any], key: Any) -> Workloads:
   return w
 
 
+def haiku_workloads(hk: Any, cfg: dict[str, Any], key: Any) -> Workloads:
+  """The trace-time workloads that have a plain Haiku equivalent, under the same labels."""
+  w: Workloads = {}
+  depth, width, layers, d, heads = (
+    cfg['mlp_depth'],
+    cfg['mlp_width'],
+    cfg['layers'],
+    cfg['d_model'],
+    cfg['heads'],
+  )
+  x_mlp, x_tr, x_tiny = cfg['x_mlp'], cfg['x_tr'], cfg['x_tiny']
+  mlp = haiku_mlp(hk, depth, width)
+  mlp_params = mlp.init(key, x_mlp)
+  w[f'trace init, {depth}-layer MLP'] = lambda: trace_seconds(mlp.init, key, x_mlp)
+  w[f'trace apply, {depth}-layer MLP'] = lambda: trace_seconds(mlp.apply, mlp_params, x_mlp)
+  for scanned, tag in ((False, ''), (True, ' scan(remat)')):
+    tr = haiku_transformer(hk, layers, d, heads, scanned)
+    tr_params = jax.eval_shape(tr.init, key, x_tr)
+    w[f'trace init, {layers}-layer Transformer{tag}'] = lambda tr=tr: trace_seconds(
+      tr.init, key, x_tr
+    )
+    w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda tr=tr, p=tr_params: trace_seconds(
+      tr.apply, p, x_tr
+    )
+  tiny = haiku_mlp(hk, 2, 16)
+  tiny_params = tiny.init(key, x_tiny)
+  w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: tiny.apply(tiny_params, x_tiny))
+  return w
+
+
 def config(quick: bool) -> dict[str, Any]:
   d, t, layers = (64, 32, 4) if quick else (256, 128, 12)
   train_d, train_t, train_layers = (64, 32, 4) if quick else (128, 64, 12)
@@ -543,11 +621,17 @@ def config(quick: bool) -> dict[str, Any]:
   }
 
 
-def run(namespaces: list[str], repeats: int, quick: bool) -> list[tuple[str, str, list[float]]]:
+def run(
+  namespaces: list[str], repeats: int, quick: bool, haiku: Any = None
+) -> list[tuple[str, str, list[float]]]:
+  """Every workload, repetitions alternating over the namespaces, Haiku (the module, when
+  given) and raw JAX: (workload, implementation, seconds per repetition) rows."""
   modules = {name: importlib.import_module(name) for name in namespaces}
   key = jax.random.PRNGKey(0)
   cfg = config(quick)
   workloads = {name: namespace_workloads(nn, cfg, key) for name, nn in modules.items()}
+  if haiku is not None:
+    workloads['haiku'] = haiku_workloads(haiku, cfg, key)
   workloads['raw JAX'] = raw_workloads(cfg, key)
   results: list[tuple[str, str, list[float]]] = []
 
@@ -607,7 +691,7 @@ def print_table(results: list[tuple[str, str, list[float]]], baseline: str) -> N
       print(f'{workload:50s} {name:12s} {med * 1e3:9.2f} ms {span:>22s} {ratio:>14s}')
 
 
-# Issue 9: (workload prefix, text it contains, baseline, largest allowed flaxlike/baseline).
+# Issues 9 and 16: (workload prefix, text it contains, baseline, largest allowed flaxlike/baseline).
 TARGETS = [
   ('trace apply', 'MLP', 'raw JAX', 1.5),
   ('trace apply', 'Transformer', 'raw JAX', 1.5),
@@ -615,6 +699,7 @@ TARGETS = [
   ('trace init', 'Transformer', 'raw JAX', 2.0),
   ('un-jitted apply', 'tiny MLP', 'raw JAX', 3.0),
   ('', '', 'flax.linen', 1.0),  # never slower than Linen (and no more equations), anywhere
+  ('trace init', 'Transformer', 'haiku', 1.0),  # issue 16: init tracing ahead of Haiku's
 ]
 
 
@@ -735,6 +820,14 @@ def compiled_program_table(namespaces: list[str], cfg: dict[str, Any], key: Any)
   return frozenset(same)
 
 
+def optional_haiku() -> Any:
+  """The ``haiku`` module when it is importable, else None."""
+  try:
+    return importlib.import_module('haiku')
+  except ImportError:
+    return None
+
+
 def default_namespaces() -> list[str]:
   """flaxlike, and flax.linen when it is importable."""
   try:
@@ -753,6 +846,9 @@ def main() -> None:
   parser.add_argument(
     '--quick', action='store_true', help='small shapes, no ResNet, fewer repetitions'
   )
+  parser.add_argument(
+    '--no-haiku', action='store_true', help='leave Haiku out even when it is importable'
+  )
   parser.add_argument('--noise', type=float, default=0.1, help='tolerance of timing targets')
   parser.add_argument(
     '--scan-depths',
@@ -767,12 +863,15 @@ def main() -> None:
     args.scan_depths if args.scan_depths is not None else ([2, 8] if args.quick else [2, 4, 8, 16])
   )
   namespaces = args.nn or default_namespaces()
+  haiku = None if args.no_haiku else optional_haiku()
   print(
     f'jax {jax.__version__}, backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
-    f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}, {repeats} repetitions'
+    f'{platform.machine()} {platform.processor() or ""}, namespaces {namespaces}'
+    + (f', haiku {haiku.__version__}' if haiku is not None else '')
+    + f', {repeats} repetitions'
     + (' (quick)' if args.quick else '')
   )
-  results = run(namespaces, repeats, args.quick)
+  results = run(namespaces, repeats, args.quick, haiku)
   print_table(results, baseline='raw JAX')
   if 'flax.linen' in namespaces:
     print()

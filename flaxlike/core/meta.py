@@ -17,6 +17,7 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from flaxlike import errors, struct
+from flaxlike.core.staged_init import pure_initializer
 
 A = TypeVar('A')
 TAxisMetadata = TypeVar('TAxisMetadata', bound='AxisMetadata[Any]')
@@ -220,6 +221,7 @@ class Partitioned(struct.PyTreeNode, AxisMetadata[A]):
     return NamedSharding(self.mesh if self.mesh is not None else mesh, self.get_partition_spec())
 
 
+@pure_initializer
 def with_partitioning(
   fn: Callable[..., Any], names: tuple[Any, ...], mesh: Mesh | None = None
 ) -> Callable[..., Partitioned[Any]]:

@@ -28,7 +28,7 @@ from jax.extend.core import get_opaque_trace_state
 
 from flaxlike import errors
 from flaxlike.configurations import config
-from flaxlike.core import meta
+from flaxlike.core import meta, staged_init
 from flaxlike.core.filters import CollectionFilter as CollectionFilter
 from flaxlike.core.filters import DenyList as DenyList
 from flaxlike.core.filters import Filter as Filter
@@ -689,7 +689,10 @@ class Scope:
         if self.is_collection_empty('params'):
           raise errors.ScopeCollectionNotFound('params', name, self.path_text)
         raise errors.ScopeParamNotFoundError(name, self.path_text)
-      value = init_fn(self.make_rng('params'), *init_args, **init_kwargs)
+      # The key is drawn as make_rng('params') draws it; under a trace, a pure
+      # initializer's key derivation and body are replayed from a per-arguments cache.
+      rng, suffix = self._next_rng('params')
+      value = staged_init.init_with_key(init_fn, rng, suffix, init_args, init_kwargs)
       self.put_variable('params', name, value)
     return _unbox(value) if unbox else value
 
@@ -707,6 +710,10 @@ class Scope:
     Raises:
       InvalidRngError: when neither the stream nor ``'params'`` was given.
     """
+    return fold_static(*self._next_rng(name))
+
+  def _next_rng(self, name: str) -> tuple[PRNGKey, tuple[Any, ...]]:
+    """Advances stream ``name``'s counter: the root key and the path to fold into it."""
     self._check_valid()
     self._check_trace_level()
     if name not in self.rngs:
@@ -720,7 +727,7 @@ class Scope:
     count = self.rng_counters.get(name, 0) + 1
     self.rng_counters[name] = count
     lazy = self.rngs[name]
-    return fold_static(lazy.rng, lazy.suffix + (count,))
+    return lazy.rng, lazy.suffix + (count,)
 
 
 #################################################

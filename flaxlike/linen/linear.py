@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from flaxlike.core import meta
+from flaxlike.core.staged_init import pure_initializer
 from flaxlike.linen import initializers
 from flaxlike.linen._staging import hashable, staged
 from flaxlike.linen.dtypes import promote_dtype
@@ -93,6 +94,7 @@ def _normalize_axes(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
   return tuple(sorted(ax if ax >= 0 else ndim + ax for ax in axes))
 
 
+@pure_initializer
 def _reshaped_init(
   key: Any, init_fn: Initializer, flat_shape: tuple[int, ...], shape: tuple[int, ...], dtype: Dtype
 ) -> Any:

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flaxlike import errors, struct
 from flaxlike.core import meta
+from flaxlike.core.staged_init import pure_initializer
 from flaxlike.typing import LogicalRules
 
 # One rule: (logical name, mesh axis | tuple of mesh axes | None).
@@ -335,6 +336,7 @@ class LogicallyPartitioned(meta.Partitioned):
     return NamedSharding(mesh, self.get_mesh_partition_spec())
 
 
+@pure_initializer
 def with_logical_partitioning(
   fn: Callable[..., Any],
   names: Sequence[Any],

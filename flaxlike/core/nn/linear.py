@@ -27,6 +27,7 @@ from jax import lax
 from flaxlike import struct
 from flaxlike.core.nn import initializers
 from flaxlike.core.scope import Scope
+from flaxlike.core.staged_init import pure_initializer
 
 Array = Any
 Dtype = Any
@@ -51,6 +52,7 @@ def _add_bias(y: Array, bias: Array, dtype: Dtype) -> Array:
 
 
 @functools.lru_cache(maxsize=256)
+@pure_initializer
 def _repeat_over_batch(init_fn: Initializer, n_batch: int, n_in: int | None) -> Initializer:
   """An initializer of ``(*batch, *rest)`` arrays: ``init_fn`` once per batch member, all
   from the same key (as Flax's functional ``dense_general`` does), on ``rest`` flattened
