@@ -265,6 +265,23 @@ def test_repr_lists_attributes():
   assert text.startswith('MLP(\n    # attributes\n    widths = (3, 1)')
 
 
+def test_repr_of_bound_module_lists_children_and_names_callables():
+  # Linen's repr: callables by name, then the bound submodules under '# children'.
+  class Net(nn.Module):
+    act: object = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+      self.act(nn.Dense(2, kernel_init=nn.initializers.zeros)(x))
+      return repr(self)
+
+  text, _ = Net().init_with_output(KEY, X)
+  assert text.startswith('Net(\n    # attributes\n    act = relu\n    # children\n')
+  assert '    Dense_0 = Dense(\n        # attributes\n        features = 2\n' in text
+  assert '        kernel_init = zeros\n' in text
+  assert '# children' not in repr(Net())
+
+
 def test_module_is_a_pytree_leaf():
   assert jax.tree_util.tree_leaves([nn.Dense(2)]) == [nn.Dense(2)]
 

@@ -691,6 +691,19 @@ class Module(_ModuleBase):
   # -- repr ------------------------------------------------------------------------
 
   def __repr__(self) -> str:
+    """Linen's layout: the fields under ``# attributes`` (a named callable by its name,
+    e.g. ``act = relu``), then a bound module's submodules under ``# children``.
+
+    >>> import flaxlike as nn
+    >>> print(nn.Dropout(0.1))
+    Dropout(
+        # attributes
+        rate = 0.1
+        broadcast_dims = ()
+        deterministic = None
+        rng_collection = 'dropout'
+    )
+    """
     return _module_repr(self)
 
 
@@ -727,17 +740,44 @@ def _unbind_field(value: Any) -> Any:
   return value
 
 
+def _attr_repr(value: Any, depth: int) -> str:
+  """How a field value reads in a module's repr: a module in full, a named callable by its
+  name (``act = relu``, ``kernel_init = init``), anything else by ``repr``."""
+  if isinstance(value, Module):
+    # A module that carries a ``__name__`` of its own (set by the user) reads as that name.
+    own_name = value.__dict__.get('__name__')
+    if own_name and callable(value):
+      return own_name
+    return _module_repr(value, depth + 1)
+  if callable(value):
+    name = getattr(value, '__name__', None)
+    if name:
+      return name
+  return repr(value)
+
+
 def _module_repr(module: Module, depth: int = 0) -> str:
+  """Linen's repr: ``# attributes`` (the fields) then ``# children`` (bound submodules)."""
   max_depth = config.flax_max_repr_depth
   cls_name = type(module).__name__
   if max_depth is not None and depth >= max_depth:
     return f'{cls_name}(...)'
   lines = []
-  for field_name in module._field_names:
-    value = getattr(module, field_name)
-    text = _module_repr(value, depth + 1) if isinstance(value, Module) else repr(value)
-    lines.append(f'{field_name} = {text}')
+  shown = [
+    f.name for f in dataclasses.fields(module) if f.repr and f.name not in ('parent', 'name')
+  ]
+  if shown:
+    lines.append('# attributes')
+    for field_name in shown:
+      lines.append(f'{field_name} = {_attr_repr(module.__dict__.get(field_name), depth)}')
+  children = [
+    (name, child) for name, child in module._state.children.items() if isinstance(child, Module)
+  ]
+  if children:
+    lines.append('# children')
+    for name, child in children:
+      lines.append(f'{name} = {_module_repr(child, depth + 1)}')
   if not lines:
     return f'{cls_name}()'
-  body = '\n'.join('    ' + line.replace('\n', '\n    ') for line in ['# attributes', *lines])
+  body = '\n'.join('    ' + line.replace('\n', '\n    ') for line in lines)
   return f'{cls_name}(\n{body}\n)'
