@@ -103,6 +103,28 @@ def test_bind_exposes_setup_submodules_and_unbind_round_trips():
   np.testing.assert_allclose(unbound.apply(unbound_vars, X), model.apply(variables, X))
 
 
+class Holds(nn.Module):
+  inner: nn.Module
+  again: nn.Module | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    y = self.inner(x)
+    return y if self.again is None else self.again(y)
+
+
+def test_unbind_gives_back_the_module_that_was_bound():
+  # Adopted submodules were named after their fields by the binding; unbind drops those
+  # names (as Linen does), and one instance held twice stays one instance.
+  shared = nn.Dense(3)
+  model = Holds(Holds(shared, shared))
+  variables = model.init(KEY, jnp.ones((1, 3)))
+  unbound, unbound_vars = model.bind(variables).unbind()
+  assert unbound == model and unbound.name is None and unbound.inner.inner.name is None
+  assert unbound.inner.inner is unbound.inner.again
+  assert jax.tree_util.tree_structure(unbound_vars) == jax.tree_util.tree_structure(variables)
+
+
 def test_batch_stats_update_and_mutable_output():
   model = BatchStat()
   variables = model.init(KEY, X)

@@ -246,7 +246,14 @@ class Module(_ModuleBase):
 
   # -- cloning ---------------------------------------------------------------------
 
-  def clone(self, *, parent: Any = None, _deep_clone: bool = False, **updates: Any) -> Self:
+  def clone(
+    self,
+    *,
+    parent: Any = None,
+    _deep_clone: bool | dict[int, Any] = False,
+    _reset_names: bool = False,
+    **updates: Any,
+  ) -> Self:
     """Returns a copy with fields replaced by ``updates`` and the given parent.
 
     Args:
@@ -254,8 +261,11 @@ class Module(_ModuleBase):
       **updates: new field values.
     """
     attrs = {f: getattr(self, f) for f in self._field_names}
-    if _deep_clone:
-      attrs = {k: _unbind_field(v) for k, v in attrs.items()}
+    if _deep_clone is not False:
+      # Bound submodules held in fields are detached too; one instance held in several
+      # places gives one copy (the memo), so a fresh binding adopts it once.
+      memo = {} if _deep_clone is True else _deep_clone
+      attrs = {k: _unbind_field(v, memo, _reset_names) for k, v in attrs.items()}
     attrs['name'] = self.name
     attrs.update(updates)
     attrs['parent'] = parent
@@ -674,6 +684,9 @@ class Module(_ModuleBase):
   def unbind(self) -> tuple[Self, dict[str, Any]]:
     """Returns ``(unbound copy, variables)`` of a bound module.
 
+    The copy has no name, nor do the submodules in its fields (as in Linen), so
+    ``model.bind(variables).unbind()[0] == model``.
+
     Example:
 
     >>> import jax, jax.numpy as jnp
@@ -686,7 +699,10 @@ class Module(_ModuleBase):
     if self.scope is None:
       raise errors.CallUnbindOnUnboundModuleError()
     self._try_setup()
-    return self.clone(parent=None, _deep_clone=True), self.variables
+    # Names come from the binding (an adopted field's name, a setup attribute's): the
+    # copy and its submodules drop them, so it equals the module that was bound.
+    unbound = self.clone(parent=None, _deep_clone=True, _reset_names=True, name=None)
+    return unbound, self.variables
 
   # -- repr ------------------------------------------------------------------------
 
@@ -729,14 +745,30 @@ def _path_text(module: Module) -> str:
   return scope.path_text if scope is not None else f'unbound {type(module).__name__}'
 
 
-def _unbind_field(value: Any) -> Any:
-  """Detaches modules held in a field so a fresh binding adopts them again."""
+def _unbind_field(value: Any, memo: dict[int, Any] | None = None, reset_names: bool = False) -> Any:
+  """Detaches modules held in a field so a fresh binding adopts them again.
+
+  Args:
+    value: a field value.
+    memo: copies made so far, by id of the bound original (shared across fields).
+    reset_names: give the copies ``name=None`` (``unbind``: the names were given by the
+      binding, e.g. an adopted field's name, and the original had none).
+  """
   if isinstance(value, Module):
     if value.parent is None:
       return value
-    return value.clone(parent=None, _deep_clone=True)
+    if memo is None:
+      memo = {}
+    known = memo.get(id(value))
+    if known is None:
+      name = None if reset_names else value.name
+      known = value.clone(parent=None, name=name, _deep_clone=memo, _reset_names=reset_names)
+      memo[id(value)] = known
+    return known
   if type(value) in (list, tuple, dict, FrozenDict):
-    return naming.map_modules(lambda _, m: _unbind_field(m), value, lambda v: isinstance(v, Module))
+    return naming.map_modules(
+      lambda _, m: _unbind_field(m, memo, reset_names), value, lambda v: isinstance(v, Module)
+    )
   return value
 
 
