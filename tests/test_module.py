@@ -595,6 +595,14 @@ def test_apply_method_lambda_string_and_errors():
     Foo().init({}, method='not_callable')
 
 
+def test_apply_method_names_a_submodule_field():
+  model = Holds(nn.Dense(2))
+  variables = model.init(KEY, X)
+  y = model.apply(variables, X, method='inner')
+  np.testing.assert_allclose(y, model.apply(variables, X))
+  assert model.init(KEY, X, method='inner')['params'].keys() == {'inner'}
+
+
 def test_missing_rng_error_names_module_then_scope():
   with pytest.raises(errors.InvalidRngError, match=r'^None needs PRNG for "params" \(scope /\)'):
     nn.Dense(2).init({'other': KEY}, X)

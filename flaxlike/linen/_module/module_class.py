@@ -8,6 +8,7 @@ except the public face ``flaxlike.linen.module`` and the layers built on Modules
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -449,6 +450,9 @@ class Module(_ModuleBase):
           f"'{type(self).__name__}.{method}' must be a callable, got {type(attr)}. Pass the "
           "name of a method, e.g. method='encode'."
         )
+      if isinstance(attr, Module):
+        # A submodule field: call the bound module's submodule of that name.
+        return functools.partial(_call_attribute, method)
       method = attr
     if inspect.ismethod(method) and isinstance(method.__self__, Module):
       return method.__func__
@@ -491,7 +495,8 @@ class Module(_ModuleBase):
       variables: ``{collection: {...}}``, e.g. the output of ``init``.
       *args: positional arguments of the method.
       rngs: RNG streams, e.g. ``{'dropout': key}``.
-      method: a method name, a method of this class, or ``fn(module, *args)``.
+      method: a method name (or the name of a submodule field, to call that submodule),
+        a method of this class, or ``fn(module, *args)``.
       mutable: the collections that may change; when not False the updated
         collections are returned too.
       capture_intermediates: True to record every ``__call__`` output in
@@ -725,6 +730,10 @@ class Module(_ModuleBase):
 
 class _NameScope(Module):
   """The sub-scope holder of a ``compact_name_scope`` method (no variables of its own)."""
+
+
+def _call_attribute(name: str, module: Module, /, *args: Any, **kwargs: Any) -> Any:
+  return getattr(module, name)(*args, **kwargs)
 
 
 def _takes_an_argument(fn: Callable[..., Any]) -> bool:
