@@ -57,11 +57,12 @@ class LazyInitError(FlaxlikeError):
     )
 
 
-class InvalidRngError(FlaxlikeError):
+class InvalidRngError(FlaxlikeError, ValueError):
   """An RNG stream is missing or an rngs argument is not a valid key.
 
   Typical cause: a layer such as ``Dropout`` draws from the ``'dropout'`` stream, but
-  ``apply`` was given no key for it.
+  ``apply`` was given no key for it. It is a ``ValueError`` too: Linen raises
+  ``ValueError`` for an ``rngs`` dict holding something other than a key.
 
   Fix::
 

@@ -608,6 +608,24 @@ def test_missing_rng_error_names_module_then_scope():
     nn.Dense(2).init({'other': KEY}, X)
 
 
+def test_rngs_errors_start_with_linens_sentence_and_one_key_is_the_params_stream():
+  variables = nn.Dense(2).init(KEY, X)
+  with pytest.raises(ValueError, match=r'^First argument passed to an init function .*got str'):
+    nn.Dense(2).init({'params': 'test'}, X)
+  with pytest.raises(ValueError, match=r'^The ``rngs`` argument passed to an apply function'):
+    nn.Dense(2).apply(variables, X, rngs={'params': 'test'})
+  with pytest.raises(
+    errors.InvalidRngError,
+    match=r'^RNGs should be of shape \(2,\) or PRNGKey in '
+    'Module Dense, but rngs are: test. Pass a key',
+  ):
+    nn.Dense(2).apply(variables, X, rngs='test')
+  drop = nn.Dropout(0.5, deterministic=False)
+  np.testing.assert_array_equal(
+    drop.apply({}, X, rngs=KEY), drop.apply({}, X, rngs={'params': KEY})
+  )
+
+
 def test_setup_state_is_public_and_tracks_lazy_setup():
   class WithSetup(nn.Module):
     def setup(self):

@@ -20,6 +20,7 @@ from typing_extensions import dataclass_transform
 
 from flaxlike import errors, traceback_util
 from flaxlike.configurations import config
+from flaxlike.core import rng as core_rng
 from flaxlike.core import scope as core_scope
 from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.core.scope import DenyList, Filter, Scope, Variable, union_filters
@@ -483,7 +484,7 @@ class Module(_ModuleBase):
     self,
     variables: Mapping[str, Any],
     *args: Any,
-    rngs: Mapping[str, PRNGKey] | None = None,
+    rngs: PRNGKey | Mapping[str, PRNGKey] | None = None,
     method: Callable[..., Any] | str | None = None,
     mutable: Filter = False,
     capture_intermediates: bool | Callable[[Module, str], bool] = False,
@@ -494,7 +495,7 @@ class Module(_ModuleBase):
     Args:
       variables: ``{collection: {...}}``, e.g. the output of ``init``.
       *args: positional arguments of the method.
-      rngs: RNG streams, e.g. ``{'dropout': key}``.
+      rngs: RNG streams, e.g. ``{'dropout': key}``; one key is the ``'params'`` stream.
       method: a method name (or the name of a submodule field, to call that submodule),
         a method of this class, or ``fn(module, *args)``.
       mutable: the collections that may change; when not False the updated
@@ -516,9 +517,11 @@ class Module(_ModuleBase):
     (1, 2)
     """
     _check_instance(self)
+    if rngs is not None and not isinstance(rngs, Mapping):
+      rngs = _params_stream(self, rngs)
     if capture_intermediates:
       mutable = union_filters(mutable, 'intermediates')
-    root = core_scope.bind(variables, rngs=rngs, mutable=mutable)
+    root = core_scope._entry_scope(variables, rngs, mutable, None, core_rng.APPLY_RNGS_LEAD)
     y = self._run_bound(root, method, capture_intermediates, args, kwargs)
     if mutable is False:
       return y
@@ -536,10 +539,12 @@ class Module(_ModuleBase):
   ) -> tuple[Any, dict[str, Any]]:
     """Like ``init`` but also returns the method's output: ``(output, variables)``."""
     _check_instance(self)
+    if not isinstance(rngs, Mapping):
+      rngs = _params_stream(self, rngs)
     if capture_intermediates:
       mutable = union_filters(mutable, 'intermediates')
-    root = core_scope.bind(
-      {}, rngs=core_scope._rngs_from_init_arg(rngs), mutable=mutable, flags={'initializing': True}
+    root = core_scope._entry_scope(
+      {}, rngs, mutable, {'initializing': True}, core_rng.INIT_RNGS_LEAD
     )
     y = self._run_bound(root, method, capture_intermediates, args, kwargs)
     return y, core_scope._finish(root.mutable_variables())
@@ -608,6 +613,8 @@ class Module(_ModuleBase):
     (3, 2)
     """
     _check_instance(self)
+    if not isinstance(rngs, Mapping):
+      rngs = _params_stream(self, rngs)
 
     def scope_fn(root, *a, **k):
       return self._run_bound(root, method, False, a, k)
@@ -741,6 +748,17 @@ def _takes_an_argument(fn: Callable[..., Any]) -> bool:
     return len(inspect.signature(fn).parameters) >= 1
   except (TypeError, ValueError):  # no introspectable signature (some builtins): let it run
     return True
+
+
+def _params_stream(module: Module, rng: Any) -> dict[str, Any]:
+  """One key given as ``rngs``: the ``'params'`` stream."""
+  if not core_rng._is_valid_rng(rng):
+    raise errors.InvalidRngError(
+      f'RNGs should be of shape (2,) or PRNGKey in Module {type(module).__name__}, but rngs '
+      f'are: {rng}. Pass a key, e.g. jax.random.key(0), or a dict of keys, e.g. '
+      "{'params': jax.random.key(0), 'dropout': jax.random.key(1)}."
+    )
+  return {'params': rng}
 
 
 def _check_instance(module: Any) -> None:
