@@ -447,7 +447,12 @@ class IncorrectPostInitOverrideError(FlaxlikeError):
 
 
 class DescriptorAttributeError(FlaxlikeError):
-  """A property of a module raised AttributeError (often a typo inside the property)."""
+  """A property (or another descriptor, e.g. a ``cached_property`` or a custom ``__get__``)
+  of a module raised AttributeError, often a typo inside it.
+
+  Without this error Python would retry the lookup through the module's ``__getattr__`` and
+  report the property itself as missing.
+  """
 
   def __init__(self, module_cls: str | None = None, prop: str | None = None, cause: Any = None):
     where = f' In {module_cls}.{prop}: {cause}' if module_cls and prop else ''

@@ -442,6 +442,36 @@ def test_property_typo_is_reported():
     WithProperty().init(KEY, X)
 
 
+def test_custom_descriptor_typo_is_reported_and_others_still_work():
+  class Reads:
+    def __get__(self, obj, objtype=None):
+      return obj.missing
+
+  class Stored:
+    def __set_name__(self, owner, name):
+      self.key = '_' + name
+
+    def __get__(self, obj, objtype=None):
+      return self if obj is None else obj.__dict__.get(self.key, 7)
+
+    def __set__(self, obj, value):
+      obj.__dict__[self.key] = value
+
+  class WithDescriptors(nn.Module):
+    reads = Reads()
+    stored = Stored()
+
+    def __call__(self):
+      return self.reads
+
+  with pytest.raises(errors.DescriptorAttributeError, match=r'^Trying to access a property.*reads'):
+    WithDescriptors().apply({})
+  module = WithDescriptors()
+  assert module.stored == 7 and isinstance(WithDescriptors.stored, Stored)
+  object.__setattr__(module, 'stored', 8)
+  assert module.stored == 8
+
+
 def test_errors_pickle_with_message():
   error = errors.ScopeParamNotFoundError('kernel', ('Dense_0',))
   restored = pickle.loads(pickle.dumps(error))
