@@ -325,7 +325,10 @@ class SetAttributeInModuleSetupError(FlaxlikeError):
 
 
 class SetAttributeFrozenModuleError(FlaxlikeError):
-  """An attribute of a module was set outside ``setup``; modules are immutable.
+  """An attribute of a bound module (or a submodule) was set outside ``setup``.
+
+  Modules are immutable once bound or attached to a parent; a top-level module stays
+  open until it is bound (as in Linen), since ``init``/``apply``/``bind`` work on a clone.
 
   Fix: use ``module.clone(attr=value)`` or ``module.replace``-style construction.
   """

@@ -346,8 +346,15 @@ def test_duplicate_names():
 
 
 def test_frozen_attributes():
+  # Bound modules are frozen; a top-level one stays open until bound (as in Linen).
+  model = Holds(nn.Dense(3))
+  model.inner = nn.Dense(2)
+  bound = model.bind(model.init(KEY, X))
+  assert bound.inner.features == 2 and bound.inner.name == 'inner'
   with pytest.raises(errors.SetAttributeFrozenModuleError, match='features=5'):
-    nn.Dense(3).features = 5
+    bound.inner.features = 5
+  with pytest.raises(errors.SetAttributeFrozenModuleError, match='Holds'):
+    bound.inner = nn.Dense(4)
 
   class Reassign(nn.Module):
     size: int = 1

@@ -114,7 +114,9 @@ class Module(_ModuleBase):
     # in its own fields, which must see it as still initializing (nested adoption).
     state.is_initialized = False
     if parent is None:
-      state.is_initialized = True
+      # A top-level module stays open, as in Linen: its attributes may still be set
+      # (``model.layers = [...]`` before ``init``). Every binding works on a clone, and
+      # bound modules are frozen.
       return
     if isinstance(parent, Module):
       parent_state = parent._state
