@@ -1,6 +1,8 @@
 """The Module system: lifecycle, naming, variables, init/apply/bind, hooks, errors."""
 
+import gc
 import pickle
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +125,32 @@ def test_unbind_gives_back_the_module_that_was_bound():
   assert unbound == model and unbound.name is None and unbound.inner.inner.name is None
   assert unbound.inner.inner is unbound.inner.again
   assert jax.tree_util.tree_structure(unbound_vars) == jax.tree_util.tree_structure(variables)
+
+
+def test_modules_and_scopes_of_a_call_are_freed_without_the_cycle_collector():
+  # Parent links are weak and the scope tree drops its child links when the call ends,
+  # so nothing of a traced init/apply (tracers included) waits for gc to be freed.
+  refs = []
+
+  class Net(nn.Module):
+    layers: tuple
+
+    @nn.compact
+    def __call__(self, x):
+      for layer in self.layers:
+        x = layer(x)
+        refs.extend([weakref.ref(layer), weakref.ref(layer.scope)])
+      refs.extend([weakref.ref(self), weakref.ref(self.scope)])
+      return x
+
+  model = Net((nn.Dense(3), nn.Dense(3)))
+  gc.disable()
+  try:
+    variables = model.init(KEY, X)
+    model.apply(variables, X)
+    assert refs and [r() for r in refs] == [None] * len(refs)
+  finally:
+    gc.enable()
 
 
 def test_batch_stats_update_and_mutable_output():

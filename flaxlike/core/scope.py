@@ -204,6 +204,14 @@ def _forget_cached_dicts(scope: Scope, col: str) -> None:
     _forget_cached_dicts(child, col)
 
 
+def _drop_children(scope: Scope) -> None:
+  children = scope._children
+  if children:
+    scope._children = {}
+    for child in children.values():
+      _drop_children(child)
+
+
 class Scope:
   """One node of the model tree: its variables, RNG streams and reserved names.
 
@@ -243,6 +251,7 @@ class Scope:
     '_col_dicts',
     '_rng_source',
     '_invalid',
+    '__weakref__',  # weak-referenceable, as Linen's scopes (caches keyed on a root)
   )
 
   def __init__(
@@ -347,6 +356,11 @@ class Scope:
     self._invalid = True
     if self.parent is None:
       self._call.valid = False
+      # Parents and children refer to each other; once the call is over nothing pushes
+      # again, so the downward links are dropped. The tree (and the variables and RNG
+      # keys it holds, tracers under a transform) is then freed by reference counting
+      # as soon as the modules let go of it, not at some later cycle collection.
+      _drop_children(self)
 
   @contextlib.contextmanager
   def temporary(self) -> Iterator[Scope]:

@@ -58,6 +58,10 @@ def make_module_dataclass(cls: type, module_cls: type, kw_only: bool) -> None:
     repr=False,
     kw_only=kw_only,
   )
+  if 'parent' in cls.__dict__:
+    # The dataclass left the default as a class attribute; it would hide Module's
+    # ``parent`` descriptor (a weak link to a parent Module). __init__ keeps the default.
+    delattr(cls, 'parent')
   if not own_hash:
     cls.__hash__ = _unbound_only_hash(cls.__hash__)  # type: ignore[method-assign]
   cls._field_names = tuple(

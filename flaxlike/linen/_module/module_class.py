@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar
 
@@ -735,6 +736,31 @@ class Module(_ModuleBase):
     )
     """
     return _module_repr(self)
+
+
+class _ParentLink:
+  """``module.parent``, holding a parent Module through a weak reference (as Linen does).
+
+  A bound parent holds its children (attributes, ``_state.children``); strong links back
+  would make every bound tree a reference cycle, which only the cycle collector frees:
+  after a traced ``init``/``apply`` that keeps the tree's tracers (and device buffers)
+  alive until some later collection, which JAX's leak checker reports. A parent that is
+  gone reads as None.
+  """
+
+  def __get__(self, obj: Any, objtype: Any = None) -> Any:
+    if obj is None:
+      return self
+    link = obj.__dict__.get('_parent_link')
+    return link() if type(link) is weakref.ref else link
+
+  def __set__(self, obj: Any, value: Any) -> None:
+    obj.__dict__['_parent_link'] = weakref.ref(value) if isinstance(value, Module) else value
+
+
+# Subclasses get no class attribute ``parent`` of their own (make_module_dataclass removes
+# the dataclass default), so this descriptor serves every module.
+Module.parent = _ParentLink()  # type: ignore[assignment]
 
 
 class _NameScope(Module):
