@@ -438,6 +438,9 @@ class InvalidInstanceModuleError(FlaxlikeError):
 class IncorrectPostInitOverrideError(FlaxlikeError):
   """A Module subclass overrode ``__post_init__`` without calling ``super()``.
 
+  Raised when such a module is first used (``init``/``apply``/``bind``, or a call of one
+  of its methods), as in Linen; constructing it succeeds.
+
   Fix: end your ``__post_init__`` with ``super().__post_init__()``.
   """
 

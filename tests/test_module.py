@@ -409,8 +409,27 @@ def test_post_init_without_super():
     def __post_init__(self):
       pass
 
-  with pytest.raises(errors.IncorrectPostInitOverrideError):
-    Forgetful()
+  # As in Linen: it can be built; its first use raises.
+  forgetful = Forgetful()
+  with pytest.raises(errors.IncorrectPostInitOverrideError, match='in Forgetful'):
+    forgetful.init(KEY)
+  assert repr(forgetful) == 'Forgetful()'
+
+  class Outer(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return MLPWithForgetfulLayer()(x)
+
+  class MLPWithForgetfulLayer(nn.Module):
+    def __post_init__(self):
+      self.width = 2
+
+    @nn.compact
+    def __call__(self, x):
+      return x
+
+  with pytest.raises(errors.IncorrectPostInitOverrideError, match='MLPWithForgetfulLayer'):
+    Outer().init(KEY, X)
 
 
 def test_invalid_method_and_class_instead_of_instance():

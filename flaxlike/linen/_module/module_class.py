@@ -96,7 +96,7 @@ class Module(_ModuleBase):
 
   def __init_subclass__(cls, kw_only: bool = False, **kwargs: Any) -> None:
     super().__init_subclass__(**kwargs)
-    make_module_dataclass(cls, Module, kw_only)
+    make_module_dataclass(cls, kw_only)
 
   # -- construction ----------------------------------------------------------------
 
@@ -199,6 +199,11 @@ class Module(_ModuleBase):
         self._try_setup()
         if name in self.__dict__:
           return self.__dict__[name]
+      if name == '_state' and state is None:
+        # Every use of a module reads its state first; it is missing only when an
+        # overriding __post_init__ never called Module's (Linen, too, lets such a module
+        # be built and raises on its first use).
+        raise errors.IncorrectPostInitOverrideError(type(self).__name__)
       raise AttributeError(
         f'"{type(self).__name__}" object has no attribute "{name}". If "{name}" is '
         'defined in setup(), it exists only on bound modules (inside init/apply, or '
@@ -207,7 +212,8 @@ class Module(_ModuleBase):
 
   def __dir__(self) -> list[str]:
     # A bound module lists what setup() defines (tab completion, ``'d' in dir(m)``).
-    self._try_setup()
+    if '_state' in self.__dict__:
+      self._try_setup()
     return list(object.__dir__(self))
 
   def __reduce__(self):
@@ -792,6 +798,8 @@ def _params_stream(module: Module, rng: Any) -> dict[str, Any]:
 def _check_instance(module: Any) -> None:
   if not isinstance(module, Module):
     raise errors.InvalidInstanceModuleError()
+  if '_state' not in module.__dict__:
+    raise errors.IncorrectPostInitOverrideError(type(module).__name__)
 
 
 def _path_text(module: Module) -> str:
@@ -857,8 +865,11 @@ def _module_repr(module: Module, depth: int = 0) -> str:
     lines.append('# attributes')
     for field_name in shown:
       lines.append(f'{field_name} = {_attr_repr(module.__dict__.get(field_name), depth)}')
+  state = module.__dict__.get('_state')  # missing if __post_init__ skipped Module's
   children = [
-    (name, child) for name, child in module._state.children.items() if isinstance(child, Module)
+    (name, child)
+    for name, child in (state.children.items() if state is not None else ())
+    if isinstance(child, Module)
   ]
   if children:
     lines.append('# children')
