@@ -747,6 +747,38 @@ def test_share_scope_with_a_module_bound_elsewhere_joins_its_scope():
   assert sorted(params['Dense_0']) == ['A', 'bias', 'kernel']
 
 
+def test_share_scope_in_a_subclass_of_a_layer_keeps_linens_names():
+  # Names checked against Flax Linen 0.12.8: a Dense subclass joining a Dense bound in the
+  # caller keeps the Dense's name; one sharing its own inner Dense keeps its own name.
+  class DenseLoRA(nn.Dense):
+    base: nn.Module | None = None
+
+    def setup(self):
+      nn.share_scope(self, self.base)
+
+    @nn.compact
+    def __call__(self, x):
+      return self.base(x) + x @ self.param('A', nn.zeros_init(), (x.shape[-1], 1))
+
+  class OwnBase(nn.Dense):
+    @nn.compact
+    def __call__(self, x):
+      base = nn.Dense(self.features)
+      nn.share_scope(self, base)
+      return base(x) + x @ self.param('A', nn.zeros_init(), (x.shape[-1], 1))
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return DenseLoRA(2, base=nn.Dense(2))(x) + OwnBase(2)(x)
+
+  params = Model().init(KEY, X)['params']
+  assert {k: sorted(v) for k, v in params.items()} == {
+    'Dense_0': ['A', 'bias', 'kernel'],
+    'OwnBase_0': ['A', 'bias', 'kernel'],
+  }
+
+
 def test_share_scope_moves_the_childs_own_children_up():
   class Leaf(nn.Module):
     @nn.compact
