@@ -149,6 +149,11 @@ def test_modules_and_scopes_of_a_call_are_freed_without_the_cycle_collector():
     variables = model.init(KEY, X)
     model.apply(variables, X)
     assert refs and [r() for r in refs] == [None] * len(refs)
+    # A submodule outliving its bound parent reads parent None and still unbinds.
+    inner = model.bind(variables).layers[0]
+    assert inner.parent is None and inner.scope is not None
+    assert inner.unbind()[0] == nn.Dense(3)
+    assert Holds(inner).init(KEY, X)['params']['inner']['kernel'].shape == (3, 3)
   finally:
     gc.enable()
 

@@ -818,7 +818,9 @@ def _unbind_field(value: Any, memo: dict[int, Any] | None = None, reset_names: b
       binding, e.g. an adopted field's name, and the original had none).
   """
   if isinstance(value, Module):
-    if value.parent is None:
+    # Unbound and parentless: nothing to detach. (A bound module whose parent is gone
+    # reads parent None too, since the link is weak: it still holds a scope.)
+    if value.parent is None and value.scope is None:
       return value
     if memo is None:
       memo = {}
