@@ -57,11 +57,12 @@ class LazyInitError(FlaxlikeError):
     )
 
 
-class InvalidRngError(FlaxlikeError):
+class InvalidRngError(FlaxlikeError, ValueError):
   """An RNG stream is missing or an rngs argument is not a valid key.
 
   Typical cause: a layer such as ``Dropout`` draws from the ``'dropout'`` stream, but
-  ``apply`` was given no key for it.
+  ``apply`` was given no key for it. It is a ``ValueError`` too: Linen raises
+  ``ValueError`` for an ``rngs`` dict holding something other than a key.
 
   Fix::
 
@@ -324,7 +325,10 @@ class SetAttributeInModuleSetupError(FlaxlikeError):
 
 
 class SetAttributeFrozenModuleError(FlaxlikeError):
-  """An attribute of a module was set outside ``setup``; modules are immutable.
+  """An attribute of a bound module (or a submodule) was set outside ``setup``.
+
+  Modules are immutable once bound or attached to a parent; a top-level module stays
+  open until it is bound (as in Linen), since ``init``/``apply``/``bind`` work on a clone.
 
   Fix: use ``module.clone(attr=value)`` or ``module.replace``-style construction.
   """
@@ -434,6 +438,9 @@ class InvalidInstanceModuleError(FlaxlikeError):
 class IncorrectPostInitOverrideError(FlaxlikeError):
   """A Module subclass overrode ``__post_init__`` without calling ``super()``.
 
+  Raised when such a module is first used (``init``/``apply``/``bind``, or a call of one
+  of its methods), as in Linen; constructing it succeeds.
+
   Fix: end your ``__post_init__`` with ``super().__post_init__()``.
   """
 
@@ -446,7 +453,12 @@ class IncorrectPostInitOverrideError(FlaxlikeError):
 
 
 class DescriptorAttributeError(FlaxlikeError):
-  """A property of a module raised AttributeError (often a typo inside the property)."""
+  """A property (or another descriptor, e.g. a ``cached_property`` or a custom ``__get__``)
+  of a module raised AttributeError, often a typo inside it.
+
+  Without this error Python would retry the lookup through the module's ``__getattr__`` and
+  report the property itself as missing.
+  """
 
   def __init__(self, module_cls: str | None = None, prop: str | None = None, cause: Any = None):
     where = f' In {module_cls}.{prop}: {cause}' if module_cls and prop else ''

@@ -1,6 +1,8 @@
 """The Module system: lifecycle, naming, variables, init/apply/bind, hooks, errors."""
 
+import gc
 import pickle
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +103,59 @@ def test_bind_exposes_setup_submodules_and_unbind_round_trips():
   unbound, unbound_vars = bound.unbind()
   assert unbound.scope is None
   np.testing.assert_allclose(unbound.apply(unbound_vars, X), model.apply(variables, X))
+
+
+class Holds(nn.Module):
+  inner: nn.Module
+  again: nn.Module | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    y = self.inner(x)
+    return y if self.again is None else self.again(y)
+
+
+def test_unbind_gives_back_the_module_that_was_bound():
+  # Adopted submodules were named after their fields by the binding; unbind drops those
+  # names (as Linen does), and one instance held twice stays one instance.
+  shared = nn.Dense(3)
+  model = Holds(Holds(shared, shared))
+  variables = model.init(KEY, jnp.ones((1, 3)))
+  unbound, unbound_vars = model.bind(variables).unbind()
+  assert unbound == model and unbound.name is None and unbound.inner.inner.name is None
+  assert unbound.inner.inner is unbound.inner.again
+  assert jax.tree_util.tree_structure(unbound_vars) == jax.tree_util.tree_structure(variables)
+
+
+def test_modules_and_scopes_of_a_call_are_freed_without_the_cycle_collector():
+  # Parent links are weak and the scope tree drops its child links when the call ends,
+  # so nothing of a traced init/apply (tracers included) waits for gc to be freed.
+  refs = []
+
+  class Net(nn.Module):
+    layers: tuple
+
+    @nn.compact
+    def __call__(self, x):
+      for layer in self.layers:
+        x = layer(x)
+        refs.extend([weakref.ref(layer), weakref.ref(layer.scope)])
+      refs.extend([weakref.ref(self), weakref.ref(self.scope)])
+      return x
+
+  model = Net((nn.Dense(3), nn.Dense(3)))
+  gc.disable()
+  try:
+    variables = model.init(KEY, X)
+    model.apply(variables, X)
+    assert refs and [r() for r in refs] == [None] * len(refs)
+    # A submodule outliving its bound parent reads parent None and still unbinds.
+    inner = model.bind(variables).layers[0]
+    assert inner.parent is None and inner.scope is not None
+    assert inner.unbind()[0] == nn.Dense(3)
+    assert Holds(inner).init(KEY, X)['params']['inner']['kernel'].shape == (3, 3)
+  finally:
+    gc.enable()
 
 
 def test_batch_stats_update_and_mutable_output():
@@ -265,6 +320,23 @@ def test_repr_lists_attributes():
   assert text.startswith('MLP(\n    # attributes\n    widths = (3, 1)')
 
 
+def test_repr_of_bound_module_lists_children_and_names_callables():
+  # Linen's repr: callables by name, then the bound submodules under '# children'.
+  class Net(nn.Module):
+    act: object = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+      self.act(nn.Dense(2, kernel_init=nn.initializers.zeros)(x))
+      return repr(self)
+
+  text, _ = Net().init_with_output(KEY, X)
+  assert text.startswith('Net(\n    # attributes\n    act = relu\n    # children\n')
+  assert '    Dense_0 = Dense(\n        # attributes\n        features = 2\n' in text
+  assert '        kernel_init = zeros\n' in text
+  assert '# children' not in repr(Net())
+
+
 def test_module_is_a_pytree_leaf():
   assert jax.tree_util.tree_leaves([nn.Dense(2)]) == [nn.Dense(2)]
 
@@ -307,8 +379,15 @@ def test_duplicate_names():
 
 
 def test_frozen_attributes():
+  # Bound modules are frozen; a top-level one stays open until bound (as in Linen).
+  model = Holds(nn.Dense(3))
+  model.inner = nn.Dense(2)
+  bound = model.bind(model.init(KEY, X))
+  assert bound.inner.features == 2 and bound.inner.name == 'inner'
   with pytest.raises(errors.SetAttributeFrozenModuleError, match='features=5'):
-    nn.Dense(3).features = 5
+    bound.inner.features = 5
+  with pytest.raises(errors.SetAttributeFrozenModuleError, match='Holds'):
+    bound.inner = nn.Dense(4)
 
   class Reassign(nn.Module):
     size: int = 1
@@ -335,8 +414,27 @@ def test_post_init_without_super():
     def __post_init__(self):
       pass
 
-  with pytest.raises(errors.IncorrectPostInitOverrideError):
-    Forgetful()
+  # As in Linen: it can be built; its first use raises.
+  forgetful = Forgetful()
+  with pytest.raises(errors.IncorrectPostInitOverrideError, match='in Forgetful'):
+    forgetful.init(KEY)
+  assert repr(forgetful) == 'Forgetful()'
+
+  class Outer(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return MLPWithForgetfulLayer()(x)
+
+  class MLPWithForgetfulLayer(nn.Module):
+    def __post_init__(self):
+      self.width = 2
+
+    @nn.compact
+    def __call__(self, x):
+      return x
+
+  with pytest.raises(errors.IncorrectPostInitOverrideError, match='MLPWithForgetfulLayer'):
+    Outer().init(KEY, X)
 
 
 def test_invalid_method_and_class_instead_of_instance():
@@ -401,6 +499,36 @@ def test_property_typo_is_reported():
 
   with pytest.raises(errors.DescriptorAttributeError):
     WithProperty().init(KEY, X)
+
+
+def test_custom_descriptor_typo_is_reported_and_others_still_work():
+  class Reads:
+    def __get__(self, obj, objtype=None):
+      return obj.missing
+
+  class Stored:
+    def __set_name__(self, owner, name):
+      self.key = '_' + name
+
+    def __get__(self, obj, objtype=None):
+      return self if obj is None else obj.__dict__.get(self.key, 7)
+
+    def __set__(self, obj, value):
+      obj.__dict__[self.key] = value
+
+  class WithDescriptors(nn.Module):
+    reads = Reads()
+    stored = Stored()
+
+    def __call__(self):
+      return self.reads
+
+  with pytest.raises(errors.DescriptorAttributeError, match=r'^Trying to access a property.*reads'):
+    WithDescriptors().apply({})
+  module = WithDescriptors()
+  assert module.stored == 7 and isinstance(WithDescriptors.stored, Stored)
+  object.__setattr__(module, 'stored', 8)
+  assert module.stored == 8
 
 
 def test_errors_pickle_with_message():
@@ -556,9 +684,35 @@ def test_apply_method_lambda_string_and_errors():
     Foo().init({}, method='not_callable')
 
 
+def test_apply_method_names_a_submodule_field():
+  model = Holds(nn.Dense(2))
+  variables = model.init(KEY, X)
+  y = model.apply(variables, X, method='inner')
+  np.testing.assert_allclose(y, model.apply(variables, X))
+  assert model.init(KEY, X, method='inner')['params'].keys() == {'inner'}
+
+
 def test_missing_rng_error_names_module_then_scope():
   with pytest.raises(errors.InvalidRngError, match=r'^None needs PRNG for "params" \(scope /\)'):
     nn.Dense(2).init({'other': KEY}, X)
+
+
+def test_rngs_errors_start_with_linens_sentence_and_one_key_is_the_params_stream():
+  variables = nn.Dense(2).init(KEY, X)
+  with pytest.raises(ValueError, match=r'^First argument passed to an init function .*got str'):
+    nn.Dense(2).init({'params': 'test'}, X)
+  with pytest.raises(ValueError, match=r'^The ``rngs`` argument passed to an apply function'):
+    nn.Dense(2).apply(variables, X, rngs={'params': 'test'})
+  with pytest.raises(
+    errors.InvalidRngError,
+    match=r'^RNGs should be of shape \(2,\) or PRNGKey in '
+    'Module Dense, but rngs are: test. Pass a key',
+  ):
+    nn.Dense(2).apply(variables, X, rngs='test')
+  drop = nn.Dropout(0.5, deterministic=False)
+  np.testing.assert_array_equal(
+    drop.apply({}, X, rngs=KEY), drop.apply({}, X, rngs={'params': KEY})
+  )
 
 
 def test_setup_state_is_public_and_tracks_lazy_setup():
@@ -596,6 +750,38 @@ def test_share_scope_with_a_module_bound_elsewhere_joins_its_scope():
   params = Model().init(KEY, X)['params']
   assert list(params) == ['Dense_0']
   assert sorted(params['Dense_0']) == ['A', 'bias', 'kernel']
+
+
+def test_share_scope_in_a_subclass_of_a_layer_keeps_linens_names():
+  # Names checked against Flax Linen 0.12.8: a Dense subclass joining a Dense bound in the
+  # caller keeps the Dense's name; one sharing its own inner Dense keeps its own name.
+  class DenseLoRA(nn.Dense):
+    base: nn.Module | None = None
+
+    def setup(self):
+      nn.share_scope(self, self.base)
+
+    @nn.compact
+    def __call__(self, x):
+      return self.base(x) + x @ self.param('A', nn.zeros_init(), (x.shape[-1], 1))
+
+  class OwnBase(nn.Dense):
+    @nn.compact
+    def __call__(self, x):
+      base = nn.Dense(self.features)
+      nn.share_scope(self, base)
+      return base(x) + x @ self.param('A', nn.zeros_init(), (x.shape[-1], 1))
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return DenseLoRA(2, base=nn.Dense(2))(x) + OwnBase(2)(x)
+
+  params = Model().init(KEY, X)['params']
+  assert {k: sorted(v) for k, v in params.items()} == {
+    'Dense_0': ['A', 'bias', 'kernel'],
+    'OwnBase_0': ['A', 'bias', 'kernel'],
+  }
 
 
 def test_share_scope_moves_the_childs_own_children_up():

@@ -287,6 +287,29 @@ def test_generated_class_names_drive_autonames():
   assert list(params) == ['VmapDense_0', 'CheckpointDense_0', 'JitDense_0']
 
 
+def test_nested_transform_runs_setup_once_at_the_innermost_level():
+  # Linen: only the innermost copy of remat(remat(C)) runs the user's setup; the copy in
+  # between is a pass-through.
+  setups = []
+
+  class C(nn.Module):
+    def setup(self):
+      setups.append((self.path, self.scope.debug_path))
+
+    def __call__(self, x):
+      return x
+
+  class Outer(nn.Module):
+    def setup(self):
+      self.c = nn.remat(nn.remat(C))()
+
+    def __call__(self, x):
+      return self.c(x)
+
+  Outer().init(jax.random.key(0), jnp.ones(2))
+  assert setups == [(('c',), ('remat(remat(c))',))]
+
+
 def test_jit_traces_once_per_configuration():
   traces = []
 

@@ -127,6 +127,24 @@ def _is_valid_rng(rng: Any) -> bool:
   return rng.shape == shape and rng.dtype == dtype
 
 
+# The first sentence of Linen's errors for an ``rngs`` argument that is neither a key nor
+# a dict of keys, by entry point; flaxlike's detail (which stream, what it got) follows.
+INIT_RNGS_LEAD = (
+  'First argument passed to an init function should be a ``jax.PRNGKey`` or a dictionary '
+  'mapping strings to ``jax.PRNGKey``.'
+)
+APPLY_RNGS_LEAD = (
+  'The ``rngs`` argument passed to an apply function should be a ``jax.PRNGKey`` or a '
+  'dictionary mapping strings to ``jax.PRNGKey``.'
+)
+
+
+def _describe(value: Any) -> str:
+  if hasattr(value, 'dtype') and hasattr(value, 'shape'):
+    return f'{type(value).__name__} {value.dtype}{list(value.shape)}'
+  return f'{type(value).__name__} {value!r}'[:200]
+
+
 def _validate_rngs(rngs: Any) -> dict[str, LazyRng]:
   if rngs is None:
     return {}
@@ -144,8 +162,7 @@ def _validate_rngs(rngs: Any) -> dict[str, LazyRng]:
     if not isinstance(name, str) or not _is_valid_rng(rng):
       raise errors.InvalidRngError(
         f'rngs[{name!r}] should be a PRNG key made by jax.random.key(seed) or '
-        f'jax.random.PRNGKey(seed), got {type(rng).__name__} '
-        f'{getattr(rng, "dtype", "")}{list(getattr(rng, "shape", ()))}.'
+        f'jax.random.PRNGKey(seed), got {_describe(rng)}.'
       )
     streams[name] = LazyRng(rng)
   return streams

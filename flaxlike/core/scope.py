@@ -41,6 +41,7 @@ from flaxlike.core.filters import is_filter_empty as is_filter_empty
 from flaxlike.core.filters import subtract_filters as subtract_filters
 from flaxlike.core.filters import union_filters as union_filters
 from flaxlike.core.frozen_dict import FrozenDict, freeze
+from flaxlike.core.rng import APPLY_RNGS_LEAD, INIT_RNGS_LEAD
 from flaxlike.core.rng import LazyRng as LazyRng
 from flaxlike.core.rng import _is_valid_rng as _is_valid_rng
 from flaxlike.core.rng import _validate_rngs as _validate_rngs
@@ -203,6 +204,14 @@ def _forget_cached_dicts(scope: Scope, col: str) -> None:
     _forget_cached_dicts(child, col)
 
 
+def _drop_children(scope: Scope) -> None:
+  children = scope._children
+  if children:
+    scope._children = {}
+    for child in children.values():
+      _drop_children(child)
+
+
 class Scope:
   """One node of the model tree: its variables, RNG streams and reserved names.
 
@@ -242,6 +251,7 @@ class Scope:
     '_col_dicts',
     '_rng_source',
     '_invalid',
+    '__weakref__',  # weak-referenceable, as Linen's scopes (caches keyed on a root)
   )
 
   def __init__(
@@ -346,6 +356,11 @@ class Scope:
     self._invalid = True
     if self.parent is None:
       self._call.valid = False
+      # Parents and children refer to each other; once the call is over nothing pushes
+      # again, so the downward links are dropped. The tree (and the variables and RNG
+      # keys it holds, tracers under a transform) is then freed by reference counting
+      # as soon as the modules let go of it, not at some later cycle collection.
+      _drop_children(self)
 
   @contextlib.contextmanager
   def temporary(self) -> Iterator[Scope]:
@@ -785,29 +800,67 @@ def apply(
   """Turns ``fn(scope, *args)`` into ``apply_fn(variables, *args, rngs=None)``.
 
   ``apply_fn`` returns ``fn``'s output, or ``(output, mutated_collections)`` when
-  ``mutable`` is not False.
+  ``mutable`` is not False. ``rngs`` is a dict of keys, or one key (the ``'params'``
+  stream), as in Linen.
   """
 
-  def wrapper(variables: VariableDict, *args, rngs: RNGSequences | None = None, **kwargs):
-    root = bind(variables, rngs=rngs, mutable=mutable, flags=flags)
-    try:
-      y = fn(root, *args, **kwargs)
-    finally:
-      root.invalidate()
-    if mutable is False:
-      return y
-    return y, _finish(root.mutable_variables())
+  def wrapper(variables: VariableDict, *args, rngs: Any = None, **kwargs):
+    return _run(fn, variables, rngs, mutable, flags, APPLY_RNGS_LEAD, args, kwargs)
 
   return wrapper
 
 
+def _run(
+  fn: Callable[..., Any],
+  variables: VariableDict,
+  rngs: Any,
+  mutable: Filter,
+  flags: Mapping[str, Any] | None,
+  lead: str,
+  args: tuple,
+  kwargs: dict[str, Any],
+) -> Any:
+  root = _entry_scope(variables, rngs, mutable, flags, lead)
+  try:
+    y = fn(root, *args, **kwargs)
+  finally:
+    root.invalidate()
+  if mutable is False:
+    return y
+  return y, _finish(root.mutable_variables())
+
+
+def _entry_scope(
+  variables: VariableDict,
+  rngs: Any,
+  mutable: Filter,
+  flags: Mapping[str, Any] | None,
+  lead: str,
+) -> Scope:
+  """``bind`` for the init/apply entry points, as Linen's: one key is the ``'params'``
+  stream, and a bad ``rngs`` is reported with Linen's sentence for the entry point
+  (``lead``) first, then which stream held what."""
+  if rngs is not None and not isinstance(rngs, Mapping):
+    if not _is_valid_rng(rngs):
+      raise errors.InvalidRngError(
+        f'{lead} Got {type(rngs).__name__}: pass a key, e.g. jax.random.key(0), or a dict of '
+        "keys, e.g. {'params': jax.random.key(0), 'dropout': jax.random.key(1)}."
+      )
+    rngs = {'params': rngs}
+  try:
+    return bind(variables, rngs=rngs, mutable=mutable, flags=flags)
+  except errors.InvalidRngError as e:
+    raise errors.InvalidRngError(f'{lead} {e}') from None
+
+
 def _rngs_from_init_arg(rngs: Any) -> Any:
+  """The streams of an init call: a dict of keys as is, one key as the ``'params'`` stream."""
   if isinstance(rngs, Mapping):
     return rngs
   if not _is_valid_rng(rngs):
     raise errors.InvalidRngError(
-      'init expects a PRNG key (jax.random.key(0)) or a dict of keys '
-      f"({{'params': key, ...}}), got {type(rngs).__name__}."
+      f'{INIT_RNGS_LEAD} Got {type(rngs).__name__}: pass a key, e.g. jax.random.key(0), or a '
+      "dict of keys, e.g. {'params': jax.random.key(0)}."
     )
   return {'params': rngs}
 
@@ -836,8 +889,8 @@ def init(
   init_flags = {**(flags or {}), 'initializing': True}
 
   def wrapper(rngs: Any, *args, **kwargs):
-    apply_fn = apply(fn, mutable=mutable, flags=init_flags)
-    return apply_fn({}, *args, rngs=_rngs_from_init_arg(rngs), **kwargs)
+    rngs = _rngs_from_init_arg(rngs)
+    return _run(fn, {}, rngs, mutable, init_flags, INIT_RNGS_LEAD, args, kwargs)
 
   return wrapper
 

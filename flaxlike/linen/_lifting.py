@@ -54,7 +54,9 @@ def _as_method(fn: Callable[..., Any]) -> Callable[..., Any]:
   create submodules inline like a ``@compact`` method of the module they receive, so
   those submodules live under that module's (inner) scope.
   """
-  if hasattr(fn, '__flaxlike_method__'):
+  if hasattr(fn, '__flaxlike_method__') or getattr(fn, 'lifted', False):
+    # A lifted method (a transform of a transform) binds and sets up the module it runs
+    # on itself: the module in between runs no setup and claims no names, as in Linen.
     return fn
 
   def call(self, *args, **kwargs):
@@ -352,6 +354,7 @@ def _transform_class(
       run, cls, f'{cls.__name__}.{method_name}', {**transform_kwargs, **overrides}
     )
     call_transform.nowrap = True  # type: ignore[attr-defined]
+    call_transform.lifted = True  # type: ignore[attr-defined]
     call_transform.__name__ = method_name
     attrs[method_name] = call_transform
   attrs['__module__'] = cls.__module__
@@ -371,6 +374,7 @@ def _transform_function(
   wrapped.__dict__.pop('compact', None)
   wrapped.__dict__.pop('__flaxlike_method__', None)
   wrapped.nowrap = True  # type: ignore[attr-defined]
+  wrapped.lifted = True  # type: ignore[attr-defined]
   return wrapped
 
 

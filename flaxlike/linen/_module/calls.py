@@ -186,13 +186,68 @@ def _wrap_property(prop: property) -> property:
   return property(fget, prop.fset, prop.fdel, prop.__doc__)
 
 
+class _DescriptorView:
+  """Another descriptor (not a property) of a Module class, seen through a wrapper that
+  reports an ``AttributeError`` raised inside ``__get__`` as ``DescriptorAttributeError``:
+  otherwise Python would retry through ``Module.__getattr__``, whose "no attribute" (maybe
+  "defined in setup()") hides the real cause, as Linen's wrapper does."""
+
+  __slots__ = ('wrapped', 'attr_name')
+
+  def __init__(self, wrapped: Any, attr_name: str):
+    self.wrapped = wrapped
+    self.attr_name = attr_name
+
+  def __get__(self, obj: Any, objtype: Any = None) -> Any:
+    try:
+      return self.wrapped.__get__(obj, objtype)
+    except AttributeError as e:
+      if obj is None:  # class access (hasattr(cls, ...), abc checks): unchanged
+        raise
+      raise errors.DescriptorAttributeError(type(obj).__name__, self.attr_name, e) from e
+
+  def __getattr__(self, name: str) -> Any:
+    # Everything else (``__doc__``, ``__isabstractmethod__``, the descriptor's own
+    # attributes) is the wrapped descriptor's.
+    if name in _DescriptorView.__slots__:
+      raise AttributeError(name)
+    return getattr(self.wrapped, name)
+
+
+class _DataDescriptorView(_DescriptorView):
+  """A ``_DescriptorView`` of a data descriptor: assignment and deletion go through."""
+
+  __slots__ = ()
+
+  def __set__(self, obj: Any, value: Any) -> None:
+    self.wrapped.__set__(obj, value)
+
+  def __delete__(self, obj: Any) -> None:
+    self.wrapped.__delete__(obj)
+
+
+def _is_plain_descriptor(value: Any) -> bool:
+  """A descriptor that is not a method, property, static or class method."""
+  return (
+    not callable(value)
+    and not isinstance(value, (property, staticmethod, classmethod, _DescriptorView))
+    and hasattr(type(value), '__get__')
+    and not getattr(value, 'nowrap', False)
+  )
+
+
 def wrap_class_methods(cls: type) -> None:
+  fields = getattr(cls, '__dataclass_fields__', {})
   for name, value in list(cls.__dict__.items()):
     if name in _NEVER_WRAPPED or (name.startswith('__') and name != '__call__'):
       continue
     if isinstance(value, property):
       if value.fget is not None and not getattr(value.fget, 'nowrap', False):
         setattr(cls, name, _wrap_property(value))
+      continue
+    if name not in fields and _is_plain_descriptor(value):
+      is_data = hasattr(type(value), '__set__') or hasattr(type(value), '__delete__')
+      setattr(cls, name, (_DataDescriptorView if is_data else _DescriptorView)(value, name))
       continue
     if not inspect.isfunction(value) or getattr(value, 'nowrap', False):
       continue

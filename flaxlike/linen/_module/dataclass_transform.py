@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -13,22 +12,11 @@ from flaxlike.linen._module.calls import wrap_class_methods
 from flaxlike.linen._module.state import _unspecified_parent
 
 
-def _check_post_init_called(init: Callable[..., None]) -> Callable[..., None]:
-  @functools.wraps(init)
-  def checked_init(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    if '_state' not in self.__dict__:
-      raise errors.IncorrectPostInitOverrideError(type(self).__name__)
-
-  return checked_init
-
-
-def make_module_dataclass(cls: type, module_cls: type, kw_only: bool) -> None:
+def make_module_dataclass(cls: type, kw_only: bool) -> None:
   """Makes ``cls`` a dataclass, adds ``parent``/``name`` once, wraps its methods.
 
   Args:
     cls: the new Module subclass.
-    module_cls: the Module base class.
     kw_only: make the subclass's own fields keyword-only (allows fields without
       defaults after inherited fields with defaults).
   """
@@ -58,13 +46,15 @@ def make_module_dataclass(cls: type, module_cls: type, kw_only: bool) -> None:
     repr=False,
     kw_only=kw_only,
   )
+  if 'parent' in cls.__dict__:
+    # The dataclass left the default as a class attribute; it would hide Module's
+    # ``parent`` descriptor (a weak link to a parent Module). __init__ keeps the default.
+    delattr(cls, 'parent')
   if not own_hash:
     cls.__hash__ = _unbound_only_hash(cls.__hash__)  # type: ignore[method-assign]
   cls._field_names = tuple(
     f.name for f in dataclasses.fields(cls) if f.init and f.name not in ('parent', 'name')
   )
-  if cls.__post_init__ is not module_cls.__post_init__:
-    cls.__init__ = _check_post_init_called(cls.__init__)  # type: ignore[method-assign]
   wrap_class_methods(cls)
 
 

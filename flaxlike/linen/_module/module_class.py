@@ -8,8 +8,10 @@ except the public face ``flaxlike.linen.module`` and the layers built on Modules
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar
 
@@ -19,6 +21,7 @@ from typing_extensions import dataclass_transform
 
 from flaxlike import errors, traceback_util
 from flaxlike.configurations import config
+from flaxlike.core import rng as core_rng
 from flaxlike.core import scope as core_scope
 from flaxlike.core.frozen_dict import FrozenDict
 from flaxlike.core.scope import DenyList, Filter, Scope, Variable, union_filters
@@ -93,7 +96,7 @@ class Module(_ModuleBase):
 
   def __init_subclass__(cls, kw_only: bool = False, **kwargs: Any) -> None:
     super().__init_subclass__(**kwargs)
-    make_module_dataclass(cls, Module, kw_only)
+    make_module_dataclass(cls, kw_only)
 
   # -- construction ----------------------------------------------------------------
 
@@ -112,7 +115,9 @@ class Module(_ModuleBase):
     # in its own fields, which must see it as still initializing (nested adoption).
     state.is_initialized = False
     if parent is None:
-      state.is_initialized = True
+      # A top-level module stays open, as in Linen: its attributes may still be set
+      # (``model.layers = [...]`` before ``init``). Every binding works on a clone, and
+      # bound modules are frozen.
       return
     if isinstance(parent, Module):
       parent_state = parent._state
@@ -194,6 +199,11 @@ class Module(_ModuleBase):
         self._try_setup()
         if name in self.__dict__:
           return self.__dict__[name]
+      if name == '_state' and state is None:
+        # Every use of a module reads its state first; it is missing only when an
+        # overriding __post_init__ never called Module's (Linen, too, lets such a module
+        # be built and raises on its first use).
+        raise errors.IncorrectPostInitOverrideError(type(self).__name__)
       raise AttributeError(
         f'"{type(self).__name__}" object has no attribute "{name}". If "{name}" is '
         'defined in setup(), it exists only on bound modules (inside init/apply, or '
@@ -202,7 +212,8 @@ class Module(_ModuleBase):
 
   def __dir__(self) -> list[str]:
     # A bound module lists what setup() defines (tab completion, ``'d' in dir(m)``).
-    self._try_setup()
+    if '_state' in self.__dict__:
+      self._try_setup()
     return list(object.__dir__(self))
 
   def __reduce__(self):
@@ -246,7 +257,14 @@ class Module(_ModuleBase):
 
   # -- cloning ---------------------------------------------------------------------
 
-  def clone(self, *, parent: Any = None, _deep_clone: bool = False, **updates: Any) -> Self:
+  def clone(
+    self,
+    *,
+    parent: Any = None,
+    _deep_clone: bool | dict[int, Any] = False,
+    _reset_names: bool = False,
+    **updates: Any,
+  ) -> Self:
     """Returns a copy with fields replaced by ``updates`` and the given parent.
 
     Args:
@@ -254,8 +272,11 @@ class Module(_ModuleBase):
       **updates: new field values.
     """
     attrs = {f: getattr(self, f) for f in self._field_names}
-    if _deep_clone:
-      attrs = {k: _unbind_field(v) for k, v in attrs.items()}
+    if _deep_clone is not False:
+      # Bound submodules held in fields are detached too; one instance held in several
+      # places gives one copy (the memo), so a fresh binding adopts it once.
+      memo = {} if _deep_clone is True else _deep_clone
+      attrs = {k: _unbind_field(v, memo, _reset_names) for k, v in attrs.items()}
     attrs['name'] = self.name
     attrs.update(updates)
     attrs['parent'] = parent
@@ -439,6 +460,9 @@ class Module(_ModuleBase):
           f"'{type(self).__name__}.{method}' must be a callable, got {type(attr)}. Pass the "
           "name of a method, e.g. method='encode'."
         )
+      if isinstance(attr, Module):
+        # A submodule field: call the bound module's submodule of that name.
+        return functools.partial(_call_attribute, method)
       method = attr
     if inspect.ismethod(method) and isinstance(method.__self__, Module):
       return method.__func__
@@ -469,7 +493,7 @@ class Module(_ModuleBase):
     self,
     variables: Mapping[str, Any],
     *args: Any,
-    rngs: Mapping[str, PRNGKey] | None = None,
+    rngs: PRNGKey | Mapping[str, PRNGKey] | None = None,
     method: Callable[..., Any] | str | None = None,
     mutable: Filter = False,
     capture_intermediates: bool | Callable[[Module, str], bool] = False,
@@ -480,8 +504,9 @@ class Module(_ModuleBase):
     Args:
       variables: ``{collection: {...}}``, e.g. the output of ``init``.
       *args: positional arguments of the method.
-      rngs: RNG streams, e.g. ``{'dropout': key}``.
-      method: a method name, a method of this class, or ``fn(module, *args)``.
+      rngs: RNG streams, e.g. ``{'dropout': key}``; one key is the ``'params'`` stream.
+      method: a method name (or the name of a submodule field, to call that submodule),
+        a method of this class, or ``fn(module, *args)``.
       mutable: the collections that may change; when not False the updated
         collections are returned too.
       capture_intermediates: True to record every ``__call__`` output in
@@ -501,9 +526,11 @@ class Module(_ModuleBase):
     (1, 2)
     """
     _check_instance(self)
+    if rngs is not None and not isinstance(rngs, Mapping):
+      rngs = _params_stream(self, rngs)
     if capture_intermediates:
       mutable = union_filters(mutable, 'intermediates')
-    root = core_scope.bind(variables, rngs=rngs, mutable=mutable)
+    root = core_scope._entry_scope(variables, rngs, mutable, None, core_rng.APPLY_RNGS_LEAD)
     y = self._run_bound(root, method, capture_intermediates, args, kwargs)
     if mutable is False:
       return y
@@ -521,10 +548,12 @@ class Module(_ModuleBase):
   ) -> tuple[Any, dict[str, Any]]:
     """Like ``init`` but also returns the method's output: ``(output, variables)``."""
     _check_instance(self)
+    if not isinstance(rngs, Mapping):
+      rngs = _params_stream(self, rngs)
     if capture_intermediates:
       mutable = union_filters(mutable, 'intermediates')
-    root = core_scope.bind(
-      {}, rngs=core_scope._rngs_from_init_arg(rngs), mutable=mutable, flags={'initializing': True}
+    root = core_scope._entry_scope(
+      {}, rngs, mutable, {'initializing': True}, core_rng.INIT_RNGS_LEAD
     )
     y = self._run_bound(root, method, capture_intermediates, args, kwargs)
     return y, core_scope._finish(root.mutable_variables())
@@ -593,6 +622,8 @@ class Module(_ModuleBase):
     (3, 2)
     """
     _check_instance(self)
+    if not isinstance(rngs, Mapping):
+      rngs = _params_stream(self, rngs)
 
     def scope_fn(root, *a, **k):
       return self._run_bound(root, method, False, a, k)
@@ -674,6 +705,9 @@ class Module(_ModuleBase):
   def unbind(self) -> tuple[Self, dict[str, Any]]:
     """Returns ``(unbound copy, variables)`` of a bound module.
 
+    The copy has no name, nor do the submodules in its fields (as in Linen), so
+    ``model.bind(variables).unbind()[0] == model``.
+
     Example:
 
     >>> import jax, jax.numpy as jnp
@@ -686,16 +720,61 @@ class Module(_ModuleBase):
     if self.scope is None:
       raise errors.CallUnbindOnUnboundModuleError()
     self._try_setup()
-    return self.clone(parent=None, _deep_clone=True), self.variables
+    # Names come from the binding (an adopted field's name, a setup attribute's): the
+    # copy and its submodules drop them, so it equals the module that was bound.
+    unbound = self.clone(parent=None, _deep_clone=True, _reset_names=True, name=None)
+    return unbound, self.variables
 
   # -- repr ------------------------------------------------------------------------
 
   def __repr__(self) -> str:
+    """Linen's layout: the fields under ``# attributes`` (a named callable by its name,
+    e.g. ``act = relu``), then a bound module's submodules under ``# children``.
+
+    >>> import flaxlike as nn
+    >>> print(nn.Dropout(0.1))
+    Dropout(
+        # attributes
+        rate = 0.1
+        broadcast_dims = ()
+        deterministic = None
+        rng_collection = 'dropout'
+    )
+    """
     return _module_repr(self)
+
+
+class _ParentLink:
+  """``module.parent``, holding a parent Module through a weak reference (as Linen does).
+
+  A bound parent holds its children (attributes, ``_state.children``); strong links back
+  would make every bound tree a reference cycle, which only the cycle collector frees:
+  after a traced ``init``/``apply`` that keeps the tree's tracers (and device buffers)
+  alive until some later collection, which JAX's leak checker reports. A parent that is
+  gone reads as None.
+  """
+
+  def __get__(self, obj: Any, objtype: Any = None) -> Any:
+    if obj is None:
+      return self
+    link = obj.__dict__.get('_parent_link')
+    return link() if type(link) is weakref.ref else link
+
+  def __set__(self, obj: Any, value: Any) -> None:
+    obj.__dict__['_parent_link'] = weakref.ref(value) if isinstance(value, Module) else value
+
+
+# Subclasses get no class attribute ``parent`` of their own (make_module_dataclass removes
+# the dataclass default), so this descriptor serves every module.
+Module.parent = _ParentLink()  # type: ignore[assignment]
 
 
 class _NameScope(Module):
   """The sub-scope holder of a ``compact_name_scope`` method (no variables of its own)."""
+
+
+def _call_attribute(name: str, module: Module, /, *args: Any, **kwargs: Any) -> Any:
+  return getattr(module, name)(*args, **kwargs)
 
 
 def _takes_an_argument(fn: Callable[..., Any]) -> bool:
@@ -705,9 +784,22 @@ def _takes_an_argument(fn: Callable[..., Any]) -> bool:
     return True
 
 
+def _params_stream(module: Module, rng: Any) -> dict[str, Any]:
+  """One key given as ``rngs``: the ``'params'`` stream."""
+  if not core_rng._is_valid_rng(rng):
+    raise errors.InvalidRngError(
+      f'RNGs should be of shape (2,) or PRNGKey in Module {type(module).__name__}, but rngs '
+      f'are: {rng}. Pass a key, e.g. jax.random.key(0), or a dict of keys, e.g. '
+      "{'params': jax.random.key(0), 'dropout': jax.random.key(1)}."
+    )
+  return {'params': rng}
+
+
 def _check_instance(module: Any) -> None:
   if not isinstance(module, Module):
     raise errors.InvalidInstanceModuleError()
+  if '_state' not in module.__dict__:
+    raise errors.IncorrectPostInitOverrideError(type(module).__name__)
 
 
 def _path_text(module: Module) -> str:
@@ -716,28 +808,76 @@ def _path_text(module: Module) -> str:
   return scope.path_text if scope is not None else f'unbound {type(module).__name__}'
 
 
-def _unbind_field(value: Any) -> Any:
-  """Detaches modules held in a field so a fresh binding adopts them again."""
+def _unbind_field(value: Any, memo: dict[int, Any] | None = None, reset_names: bool = False) -> Any:
+  """Detaches modules held in a field so a fresh binding adopts them again.
+
+  Args:
+    value: a field value.
+    memo: copies made so far, by id of the bound original (shared across fields).
+    reset_names: give the copies ``name=None`` (``unbind``: the names were given by the
+      binding, e.g. an adopted field's name, and the original had none).
+  """
   if isinstance(value, Module):
-    if value.parent is None:
+    # Unbound and parentless: nothing to detach. (A bound module whose parent is gone
+    # reads parent None too, since the link is weak: it still holds a scope.)
+    if value.parent is None and value.scope is None:
       return value
-    return value.clone(parent=None, _deep_clone=True)
+    if memo is None:
+      memo = {}
+    known = memo.get(id(value))
+    if known is None:
+      name = None if reset_names else value.name
+      known = value.clone(parent=None, name=name, _deep_clone=memo, _reset_names=reset_names)
+      memo[id(value)] = known
+    return known
   if type(value) in (list, tuple, dict, FrozenDict):
-    return naming.map_modules(lambda _, m: _unbind_field(m), value, lambda v: isinstance(v, Module))
+    return naming.map_modules(
+      lambda _, m: _unbind_field(m, memo, reset_names), value, lambda v: isinstance(v, Module)
+    )
   return value
 
 
+def _attr_repr(value: Any, depth: int) -> str:
+  """How a field value reads in a module's repr: a module in full, a named callable by its
+  name (``act = relu``, ``kernel_init = init``), anything else by ``repr``."""
+  if isinstance(value, Module):
+    # A module that carries a ``__name__`` of its own (set by the user) reads as that name.
+    own_name = value.__dict__.get('__name__')
+    if own_name and callable(value):
+      return own_name
+    return _module_repr(value, depth + 1)
+  if callable(value):
+    name = getattr(value, '__name__', None)
+    if name:
+      return name
+  return repr(value)
+
+
 def _module_repr(module: Module, depth: int = 0) -> str:
+  """Linen's repr: ``# attributes`` (the fields) then ``# children`` (bound submodules)."""
   max_depth = config.flax_max_repr_depth
   cls_name = type(module).__name__
   if max_depth is not None and depth >= max_depth:
     return f'{cls_name}(...)'
   lines = []
-  for field_name in module._field_names:
-    value = getattr(module, field_name)
-    text = _module_repr(value, depth + 1) if isinstance(value, Module) else repr(value)
-    lines.append(f'{field_name} = {text}')
+  shown = [
+    f.name for f in dataclasses.fields(module) if f.repr and f.name not in ('parent', 'name')
+  ]
+  if shown:
+    lines.append('# attributes')
+    for field_name in shown:
+      lines.append(f'{field_name} = {_attr_repr(module.__dict__.get(field_name), depth)}')
+  state = module.__dict__.get('_state')  # missing if __post_init__ skipped Module's
+  children = [
+    (name, child)
+    for name, child in (state.children.items() if state is not None else ())
+    if isinstance(child, Module)
+  ]
+  if children:
+    lines.append('# children')
+    for name, child in children:
+      lines.append(f'{name} = {_module_repr(child, depth + 1)}')
   if not lines:
     return f'{cls_name}()'
-  body = '\n'.join('    ' + line.replace('\n', '\n    ') for line in ['# attributes', *lines])
+  body = '\n'.join('    ' + line.replace('\n', '\n    ') for line in lines)
   return f'{cls_name}(\n{body}\n)'

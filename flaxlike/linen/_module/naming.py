@@ -18,6 +18,7 @@ attributes stay hashable.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -58,7 +59,7 @@ def register_submodules(
     attr_name: the attribute (or dataclass field) name.
     value: a module, a container of modules, or anything else.
     module_cls: the Module base class (passed in to avoid an import cycle).
-    adopted: ``(original, clone)`` pairs made so far, by id of the original; shared by
+    adopted: ``(original, weak ref to its clone)`` made so far, by id of the original; shared by
       all modules of one root scope so one instance held in two places becomes one
       submodule.
   """
@@ -83,9 +84,13 @@ def register_submodules(
       known = adopted.get(id(sub))
       # The original is kept with its clone so its id cannot be reused by another module.
       if known is not None and known[0] is sub:
-        return known[1]
+        clone = known[1]()
+        if clone is not None:
+          return clone
       clone = sub.clone(parent=None, name=None)
-      adopted[id(sub)] = (sub, clone)
+      # The clone is held weakly: every module of the tree shares this table, so a strong
+      # entry would be a reference cycle (clone -> its state -> table -> clone).
+      adopted[id(sub)] = (sub, weakref.ref(clone))
       object.__setattr__(clone, 'parent', owner)
       object.__setattr__(
         clone, 'name', own_name if preserve_names and own_name else f'{attr_name}{suffix}'

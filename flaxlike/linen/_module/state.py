@@ -60,7 +60,7 @@ class _ModuleState:
     self.is_initialized = False
     self.autoname_cursor: dict[str, int] = {}
     self.children: dict[str, Any] = {}
-    self.adopted: dict[int, tuple[Any, Any]] = {}
+    self.adopted: dict[int, tuple[Any, Any]] = {}  # (original, weakref to clone)
     self.name_scopes: dict[str, Any] = {}
 
   def reset(self) -> None:
