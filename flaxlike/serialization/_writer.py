@@ -233,8 +233,9 @@ def _append_buffer(x: jax.Array, out: _Writer) -> bool:
   which is most of the cost of a tiny leaf. XLA exports only C-ordered single-device CPU
   buffers of numpy's own dtypes; any other array (sharded, deleted, another layout or
   device) is refused with a TypeError before anything is appended, and it and the rest of
-  the tree then take the numpy path (``bytearray.extend`` iterates only objects that have
-  no buffer protocol at all, which jax arrays have).
+  the tree then take the numpy path. (``bytearray.extend`` would iterate an object without
+  the buffer protocol; concrete jax arrays have it, and iterating a tracer fails with a
+  TypeError too.)
   """
   cached = _BUFFER_PREFIXES.get((x.shape, x.dtype))
   if cached is None or cached[1] > out.max_chunk_size:
