@@ -30,6 +30,9 @@ def dataclass(clz: type[_T] | None = None, **kwargs) -> Any:
 
   Fields are pytree children unless declared with ``field(pytree_node=False)``. The
   class gains ``replace(**updates)`` and a state-dict conversion of its pytree fields.
+  pyright cannot see ``replace`` on a decorated class (it types the class as written);
+  subclass ``PyTreeNode``, or call ``dataclasses.replace``, where that matters
+  (docs/porting.md, "Type checkers").
 
   Example:
 

@@ -957,6 +957,67 @@ def test_jax_array_leaves_write_the_bytes_of_their_numpy_values(monkeypatch):
   assert same(serialization.msgpack_restore(chunked)['w'], np.arange(10.0, dtype=np.float32))
 
 
+def test_a_type_registered_after_it_was_written_as_a_leaf_uses_its_handler(monkeypatch):
+  from flaxlike.serialization import _state_dict
+
+  class Point:
+    def __init__(self, x):
+      self.x = x
+
+  # Unregistered: a leaf, passed through unchanged (and remembered as a plain leaf type).
+  p = Point(1)
+  assert serialization.to_state_dict({'p': p})['p'] is p
+  monkeypatch.setattr(_state_dict, '_STATE_DICT_REGISTRY', dict(_state_dict._STATE_DICT_REGISTRY))
+  serialization.register_serialization_state(
+    Point, lambda q: {'x': q.x}, lambda q, s: Point(s['x'])
+  )
+  assert serialization.to_state_dict({'p': p}) == {'p': {'x': 1}}
+
+
+def test_tiny_jax_arrays_are_read_from_their_buffers_until_one_is_refused(monkeypatch):
+  from jax.experimental.layout import Format, Layout
+  from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+  from flaxlike.serialization import _writer
+
+  cpu = jax.devices()[0]
+  mesh = jax.make_mesh((2,), ('x',), devices=jax.devices()[:2])
+  sharded = jax.device_put(jnp.arange(4.0), NamedSharding(mesh, PartitionSpec('x')))
+  column_major = jax.jit(
+    lambda x: x.T + 0,
+    out_shardings=Format(Layout(major_to_minor=(1, 0)), SingleDeviceSharding(cpu)),
+  )(jnp.arange(6.0).reshape(2, 3))
+  tiny = [jnp.full(4, i, jnp.float32) for i in range(3)] + [jnp.ones((), jnp.int32)]
+  host_calls = []
+  real_host = _writer._Writer.host
+  monkeypatch.setattr(
+    _writer._Writer,
+    'host',
+    lambda self, x, path: host_calls.append(path) or real_host(self, x, path),
+  )
+  # The shapes and dtypes are met once, the column-major one's too.
+  serialization.to_bytes([*tiny, np.zeros((3, 2), np.float32)])
+  cases = [
+    ({'t': tiny}, 1),  # only the first leaf, which finds the tree on the CPU
+    ({'t': tiny, 'b': jnp.ones(4, jnp.bfloat16)}, 2),  # bfloat16 has no buffer export
+    ({'t': tiny, 's': sharded, 'u': tiny}, 6),  # refused: the rest takes the numpy path
+    ({'t': tiny, 'c': column_major, 'u': tiny}, 6),
+    ({'t': tiny, 'big': jnp.ones(5000), 'u': tiny}, 2),  # not small: not cached
+  ]
+  for tree, numpy_leaves in cases:
+    host_calls.clear()
+    data = serialization.to_bytes(tree)
+    assert len(host_calls) == numpy_leaves, tree.keys()
+    # (jax's tree_map would sort the keys)
+    assert data == serialization.to_bytes(
+      {k: [np.asarray(x) for x in v] if type(v) is list else np.asarray(v) for k, v in tree.items()}
+    )
+  monkeypatch.setattr(serialization, 'MAX_CHUNK_SIZE', 8)  # the cached 16-byte arrays chunk
+  assert serialization.to_bytes(tiny) == serialization.to_bytes(
+    jax.tree_util.tree_map(np.asarray, tiny)
+  )
+
+
 def test_accelerator_leaves_start_their_host_copies_together(monkeypatch):
   from flaxlike.serialization import _writer
 

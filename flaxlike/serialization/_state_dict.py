@@ -70,6 +70,7 @@ def register_serialization_state(
       'override=True to replace it.'
     )
   _STATE_DICT_REGISTRY[ty] = (ty_to_state_dict, ty_from_state_dict)
+  _PLAIN_LEAF_TYPES.discard(ty)
 
 
 def _is_namedtuple(x: Any) -> bool:
@@ -94,10 +95,19 @@ def to_state_dict(target: Any) -> Any:
     return _namedtuple_state_dict(target)
   handler = _STATE_DICT_REGISTRY.get(type(target))
   if handler is None:
-    if _is_key_array(target) and _key_impl_name(target) in _KEY_IMPLS:
-      return _key_state_dict(target)
+    if _is_key_array(target):
+      if _key_impl_name(target) in _KEY_IMPLS:
+        return _key_state_dict(target)
+    else:
+      _PLAIN_LEAF_TYPES.add(type(target))
     return target
   return handler[0](target)
+
+
+# Types that to_state_dict returns unchanged (not registered, not tuples, not typed keys),
+# learnt as they are met: containers pass their values of these types through without a
+# call per leaf, which is a good part of the cost of a tree of many small arrays.
+_PLAIN_LEAF_TYPES: set[type] = set()
 
 
 # Whether leaves of a type are typed key arrays, learnt from the first leaf of each type:
@@ -266,7 +276,8 @@ def _dict_state_dict(xs: dict) -> dict[str, Any]:
       'Dict keys do not have a unique string representation: '
       f'{[k for k in xs]} map to {sorted(str_keys)}.'
     )
-  return {str(k): to_state_dict(v) for k, v in xs.items()}
+  plain = _PLAIN_LEAF_TYPES
+  return {str(k): v if type(v) in plain else to_state_dict(v) for k, v in xs.items()}
 
 
 _STRUCTURE_FIX = (
@@ -326,7 +337,8 @@ def _restore_dict(xs: dict, states: dict) -> dict:
 
 
 def _list_state_dict(xs) -> dict[str, Any]:
-  return {str(i): to_state_dict(x) for i, x in enumerate(xs)}
+  plain = _PLAIN_LEAF_TYPES
+  return {str(i): x if type(x) in plain else to_state_dict(x) for i, x in enumerate(xs)}
 
 
 def _restore_list(xs: list, states: dict) -> list:

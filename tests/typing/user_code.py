@@ -7,6 +7,7 @@ tests/test_typing.py also executes this file once, so the sample stays working c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,10 @@ def build() -> float:
 
   metrics = Metrics(loss=0.5)
   metrics = Metrics(loss=float(metrics.loss) + 1.0, count=metrics.count + 1)
+  # pyright cannot see .replace on a @struct.dataclass class (docs/porting.md, "Type
+  # checkers"); dataclasses.replace does the same and checks.
+  metrics = dataclasses.replace(metrics, count=metrics.count + 1)
+  assert metrics.count == 2
   counter = Counter(total=1).replace(total=2)
   assert counter.total == 2
 
