@@ -469,8 +469,14 @@ def steady_step_timer(
 Workloads = dict[str, Callable[[], float]]
 
 
-def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
-  """Every timed workload of one namespace, keyed by the row label."""
+def trace_time_workloads(
+  build_mlp: Callable[[int, int], Any],
+  build_transformer: Callable[[int, int, int, bool], Any],
+  cfg: dict[str, Any],
+  key: Any,
+) -> Workloads:
+  """The trace-time workloads of the MLPs and Transformers, for any library whose models
+  have ``init(key, x)`` and ``apply(variables, x)``, keyed by the row label."""
   w: Workloads = {}
   depth, width, layers, d, heads = (
     cfg['mlp_depth'],
@@ -480,12 +486,12 @@ def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
     cfg['heads'],
   )
   x_mlp, x_tr, x_tiny = cfg['x_mlp'], cfg['x_tr'], cfg['x_tiny']
-  mlp = make_mlp(nn, depth, width)
+  mlp = build_mlp(depth, width)
   mlp_vars = mlp.init(key, x_mlp)
   w[f'trace init, {depth}-layer MLP'] = lambda: trace_seconds(mlp.init, key, x_mlp)
   w[f'trace apply, {depth}-layer MLP'] = lambda: trace_seconds(mlp.apply, mlp_vars, x_mlp)
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
-    tr = make_transformer(nn, layers, d, heads, scanned)
+    tr = build_transformer(layers, d, heads, scanned)
     tr_vars = jax.eval_shape(tr.init, key, x_tr)
     w[f'trace init, {layers}-layer Transformer{tag}'] = lambda tr=tr: trace_seconds(
       tr.init, key, x_tr
@@ -493,9 +499,20 @@ def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
     w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda tr=tr, v=tr_vars: trace_seconds(
       tr.apply, v, x_tr
     )
-  tiny = make_mlp(nn, 2, 16)
+  tiny = build_mlp(2, 16)
   tiny_vars = tiny.init(key, x_tiny)
   w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: tiny.apply(tiny_vars, x_tiny))
+  return w
+
+
+def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
+  """Every timed workload of one namespace, keyed by the row label."""
+  w = trace_time_workloads(
+    lambda depth, width: make_mlp(nn, depth, width),
+    lambda layers, d, heads, scanned: make_transformer(nn, layers, d, heads, scanned),
+    cfg,
+    key,
+  )
   if cfg['resnet']:
     resnet = make_resnet50(nn)
     x_img = cfg['x_img']
@@ -505,7 +522,10 @@ def namespace_workloads(nn: Any, cfg: dict[str, Any], key: Any) -> Workloads:
       lambda v, x: resnet.apply(v, x, mutable=['batch_stats']), rn_vars, x_img
     )
 
-  train_models = {f'{depth}-layer MLP': (mlp, x_mlp)}
+  depth, heads = cfg['mlp_depth'], cfg['heads']
+  train_models = {
+    f'{depth}-layer MLP': (make_mlp(nn, depth, cfg['mlp_width']), cfg['x_mlp']),
+  }
   xt = cfg['x_train']
   for scanned, tag in ((False, ''), (True, ' scan(remat)')):
     train_models[f'{cfg["train_layers"]}-layer Transformer{tag}'] = (
@@ -573,32 +593,12 @@ def raw_workloads(cfg: dict[str, Any], key: Any) -> Workloads:
 
 def haiku_workloads(hk: Any, cfg: dict[str, Any], key: Any) -> Workloads:
   """The trace-time workloads that have a plain Haiku equivalent, under the same labels."""
-  w: Workloads = {}
-  depth, width, layers, d, heads = (
-    cfg['mlp_depth'],
-    cfg['mlp_width'],
-    cfg['layers'],
-    cfg['d_model'],
-    cfg['heads'],
+  return trace_time_workloads(
+    lambda depth, width: haiku_mlp(hk, depth, width),
+    lambda layers, d, heads, scanned: haiku_transformer(hk, layers, d, heads, scanned),
+    cfg,
+    key,
   )
-  x_mlp, x_tr, x_tiny = cfg['x_mlp'], cfg['x_tr'], cfg['x_tiny']
-  mlp = haiku_mlp(hk, depth, width)
-  mlp_params = mlp.init(key, x_mlp)
-  w[f'trace init, {depth}-layer MLP'] = lambda: trace_seconds(mlp.init, key, x_mlp)
-  w[f'trace apply, {depth}-layer MLP'] = lambda: trace_seconds(mlp.apply, mlp_params, x_mlp)
-  for scanned, tag in ((False, ''), (True, ' scan(remat)')):
-    tr = haiku_transformer(hk, layers, d, heads, scanned)
-    tr_params = jax.eval_shape(tr.init, key, x_tr)
-    w[f'trace init, {layers}-layer Transformer{tag}'] = lambda tr=tr: trace_seconds(
-      tr.init, key, x_tr
-    )
-    w[f'trace apply, {layers}-layer Transformer{tag}'] = lambda tr=tr, p=tr_params: trace_seconds(
-      tr.apply, p, x_tr
-    )
-  tiny = haiku_mlp(hk, 2, 16)
-  tiny_params = tiny.init(key, x_tiny)
-  w['un-jitted apply, tiny MLP'] = lambda: call_seconds(lambda: tiny.apply(tiny_params, x_tiny))
-  return w
 
 
 def config(quick: bool) -> dict[str, Any]:
