@@ -528,6 +528,27 @@ def test_restore_notices_a_checkpoint_replaced_while_reading_its_digest(tmp_path
   assert checkpoints.restore_checkpoint(tmp_path, None) == {'s': 2}
 
 
+def test_listing_that_loses_its_checkpoints_is_taken_again(tmp_path, monkeypatch):
+  # The race the concurrent test below hits now and then, made certain: the listing still
+  # names step 0, which a concurrent save (having renamed step 1 in) deleted before the
+  # restore looked at it. The restore must list again and read step 1, never find "no
+  # checkpoint" and hand back the target.
+  checkpoints.save_checkpoint(tmp_path, {'s': 0}, 0, keep=2)
+  stale = os.listdir(tmp_path)
+  checkpoints.save_checkpoint(tmp_path, {'s': 1}, 1, keep=1)
+  real_listdir = os.listdir
+  listings = []
+
+  def listdir_stale_twice(path):
+    # Twice: the restore first asks whether the directory is itself one checkpoint.
+    listings.append(path)
+    return stale if len(listings) <= 2 else real_listdir(path)
+
+  monkeypatch.setattr(os, 'listdir', listdir_stale_twice)
+  assert checkpoints.restore_checkpoint(tmp_path, None) == {'s': 1}
+  assert len(listings) > 2
+
+
 def test_restore_concurrent_with_saves_never_fails(tmp_path):
   import threading
 

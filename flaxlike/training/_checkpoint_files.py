@@ -18,6 +18,8 @@ from typing import Any
 from flaxlike import errors
 
 _TMP_TAG = 'tmp-'
+# How often a directory is listed again when what it held changed under a read.
+_MAX_LISTINGS = 10
 _DIGEST_SUFFIX = '.sha256'
 # Entries of a directory that make it one Orbax checkpoint (Flax 0.12's default layout)
 # rather than a directory holding checkpoints. The first three are the ones Flax checks;
@@ -56,16 +58,26 @@ def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[Any, str]]:
   Orbax's unfinished ``*.orbax-checkpoint-tmp-*`` directories and legacy ``*_gda``
   directories are never taken for checkpoints.
   """
-  try:
-    names = os.listdir(ckpt_dir)
-  except (FileNotFoundError, NotADirectoryError):
-    return []
-  found = []
-  for name in names:
-    step = _step_of(name, prefix)
-    path = os.path.join(ckpt_dir, name)
-    if step is not None and os.path.exists(path):
-      found.append((step, path))
+  found: list[tuple[Any, str]] = []
+  for _ in range(_MAX_LISTINGS):
+    try:
+      names = os.listdir(ckpt_dir)
+    except (FileNotFoundError, NotADirectoryError):
+      return []
+    found, gone = [], False
+    for name in names:
+      step = _step_of(name, prefix)
+      if step is None:
+        continue
+      path = os.path.join(ckpt_dir, name)
+      if os.path.exists(path):
+        found.append((step, path))
+      else:
+        gone = True
+    if not gone:
+      break
+    # A checkpoint listed a moment ago was deleted by a concurrent save's clean-up, which
+    # renames the new step in first: list again, or a restore could see no step at all.
   found.sort(key=lambda sp: sp[0])
   return found
 

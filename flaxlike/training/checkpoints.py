@@ -56,6 +56,7 @@ from flaxlike import errors, serialization
 from flaxlike.training import _orbax_checkpoints
 from flaxlike.training._checkpoint_files import (
   _DIGEST_SUFFIX,
+  _MAX_LISTINGS,
   _TMP_TAG,
   _checkpoint_layout,
   _checkpoints,
@@ -72,9 +73,6 @@ from flaxlike.training._checkpoint_files import (
 
 _NUM_RE = re.compile(r'([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)')
 _UNSIGNED_NUM_RE = re.compile(r'((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)')
-# How often a restore of the latest checkpoint lists the directory again when the chosen
-# checkpoint is deleted under it by another process's clean-up.
-_MAX_LISTINGS = 10
 _ORBAX_INSTALL = f'Reading it needs orbax-checkpoint: {_orbax_checkpoints.INSTALL_HINT}.'
 
 
