@@ -840,27 +840,23 @@ def _entry_scope(
   """``bind`` for the init/apply entry points, as Linen's: one key is the ``'params'``
   stream, and a bad ``rngs`` is reported with Linen's sentence for the entry point
   (``lead``) first, then which stream held what."""
-  if rngs is not None and not isinstance(rngs, Mapping):
-    if not _is_valid_rng(rngs):
-      raise errors.InvalidRngError(
-        f'{lead} Got {type(rngs).__name__}: pass a key, e.g. jax.random.key(0), or a dict of '
-        "keys, e.g. {'params': jax.random.key(0), 'dropout': jax.random.key(1)}."
-      )
-    rngs = {'params': rngs}
+  if rngs is not None:
+    rngs = _rng_streams(rngs, lead)
   try:
     return bind(variables, rngs=rngs, mutable=mutable, flags=flags)
   except errors.InvalidRngError as e:
     raise errors.InvalidRngError(f'{lead} {e}') from None
 
 
-def _rngs_from_init_arg(rngs: Any) -> Any:
-  """The streams of an init call: a dict of keys as is, one key as the ``'params'`` stream."""
+def _rng_streams(rngs: Any, lead: str) -> Mapping[str, Any]:
+  """The streams of an init/apply call: a dict of keys as is, one key as the ``'params'``
+  stream; anything else is reported with Linen's sentence for the entry point first."""
   if isinstance(rngs, Mapping):
     return rngs
   if not _is_valid_rng(rngs):
     raise errors.InvalidRngError(
-      f'{INIT_RNGS_LEAD} Got {type(rngs).__name__}: pass a key, e.g. jax.random.key(0), or a '
-      "dict of keys, e.g. {'params': jax.random.key(0)}."
+      f'{lead} Got {type(rngs).__name__}: pass a key, e.g. jax.random.key(0), or a dict of '
+      "keys, e.g. {'params': jax.random.key(0), 'dropout': jax.random.key(1)}."
     )
   return {'params': rngs}
 
@@ -889,7 +885,7 @@ def init(
   init_flags = {**(flags or {}), 'initializing': True}
 
   def wrapper(rngs: Any, *args, **kwargs):
-    rngs = _rngs_from_init_arg(rngs)
+    rngs = _rng_streams(rngs, INIT_RNGS_LEAD)
     return _run(fn, {}, rngs, mutable, init_flags, INIT_RNGS_LEAD, args, kwargs)
 
   return wrapper
@@ -924,7 +920,7 @@ def lazy_init(
     def variables_only(rng_tree, abstract_args):
       return init_fn(rng_tree, *abstract_args, **kwargs)[1]
 
-    rng_tree = _rngs_from_init_arg(rngs)
+    rng_tree = _rng_streams(rngs, INIT_RNGS_LEAD)
     abstract_args = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, 'dtype') else x, args
     )
