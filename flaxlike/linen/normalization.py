@@ -530,13 +530,6 @@ class InstanceNorm(Module):
 #################################################
 
 
-def _key_name(entry: Any) -> str:
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def _run_with_mapped_variables(
   layer: Module,
   transform: Callable[[Any, Any], Any],
@@ -672,7 +665,9 @@ class SpectralNorm(Module):
         raise ValueError(f'Input is {value.ndim}D but error_on_non_matrix is True')
       value = jnp.reshape(value, (-1, value.shape[-1]))
     # path[0] is the collection; the key names the variable inside the layer.
-    prefix = f'{self.layer_instance.name}/' + '/'.join(_key_name(p) for p in path[1:])
+    prefix = f'{self.layer_instance.name}/' + jax.tree_util.keystr(
+      path[1:], simple=True, separator='/'
+    )
     u_name, sigma_name = prefix + '/u', prefix + '/sigma'
     col = self.collection_name
     u_key = None if self.has_variable(col, u_name) else self.make_rng('params')
@@ -751,7 +746,9 @@ class WeightNorm(Module):
 
   def _weight_normalize(self, path: Any, leaf: Any) -> Any:
     value = jnp.asarray(leaf)
-    str_path = f'{self.layer_instance.name}/' + '/'.join(_key_name(p) for p in path[1:])
+    str_path = f'{self.layer_instance.name}/' + jax.tree_util.keystr(
+      path[1:], simple=True, separator='/'
+    )
     if self.variable_filter and not any(f in str_path for f in self.variable_filter):
       return value
     if self.feature_axes is None:

@@ -3,10 +3,10 @@
 A checkpoint written here is Flax's Orbax layout: a directory ``<ckpt_dir>/<prefix><step>``
 written by ``orbax.checkpoint.Checkpointer(PyTreeCheckpointHandler(use_compression=False))``
 (or by the checkpointer the caller passes). Flax's default compresses the array data with
-zstd; ours stores it raw, which Flax reads as well (see ``default_save_checkpointer``). Orbax writes into a temporary sibling directory and
-renames it when every process has finished, so a crash leaves the previous checkpoints
-as they were. In a multi-process run each process writes only the shards of its own
-devices; nothing is gathered. Everything around one checkpoint (which format a path is
+zstd; ours stores it raw, which Flax reads as well (see ``default_save_checkpointer``).
+Orbax writes into a temporary sibling directory and renames it when every process has
+finished, so a crash leaves the previous checkpoints as they were. In a multi-process run
+each process writes only the shards of its own devices; nothing is gathered. Everything around one checkpoint (which format a path is
 in, the ``keep`` rules, errors for unreadable checkpoints) is decided in ``checkpoints``
 for both formats alike.
 
@@ -280,18 +280,10 @@ def restore(
   return _typed_keys(state) if target is None else state
 
 
-def _path_text(path: tuple) -> str:
+def _key_text(path: tuple) -> str:
   """A key path as ``params/Dense_0/kernel``: dict keys, attribute names and list indices
   alike, which is how the same leaf is named in a target and in Orbax's metadata tree."""
-  parts = []
-  for entry in path:
-    for attr in ('key', 'name', 'idx'):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
-      if hasattr(entry, attr):
-        parts.append(str(getattr(entry, attr)))
-        break
-    else:
-      parts.append(str(entry))
-  return '/'.join(parts)
+  return jax.tree_util.keystr(path, simple=True, separator='/')
 
 
 def _array_shape(x: Any) -> tuple | None:
@@ -325,13 +317,13 @@ def tree_mismatch(path: str, target: Any, orbax_checkpointer: Any = None) -> dic
     metadata = checkpointer.metadata(os.path.abspath(path))
     tree = getattr(metadata, 'item_metadata', metadata)
     tree = getattr(tree, 'tree', tree)
-    saved = {_path_text(p): m for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    saved = {_key_text(p): m for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}
   except Exception:  # unreadable metadata: not a question of the target
     return None
   if not isinstance(tree, (dict, list, tuple)):
     return None
   leaves = jax.tree_util.tree_flatten_with_path(target, is_leaf=lambda x: x is None)[0]
-  wanted = {_path_text(p): x for p, x in leaves}
+  wanted = {_key_text(p): x for p, x in leaves}
   anything = [k for k, x in wanted.items() if x is None]
 
   def under_anything(key: str) -> bool:
