@@ -49,11 +49,12 @@ class LazyInitError(FlaxlikeError):
   Fix: use ``init`` with concrete inputs, or make the initializer depend only on shapes.
   """
 
-  def __init__(self, partial_val: Any):
+  def __init__(self, partial_val: Any, path: str | None = None):
+    where = f'variable {path} ' if path else 'a variable '
     super().__init__(
-      'lazy_init found a variable whose value depends on the input data '
-      f'(shape: {getattr(partial_val, "shape", partial_val)}). Pass concrete inputs to '
-      '`init` instead, or initialize the variable from input shapes only.'
+      f'lazy_init: {where}(shape {getattr(partial_val, "shape", partial_val)}) depends on '
+      'the values of inputs given only as jax.ShapeDtypeStruct. Pass those inputs as arrays '
+      '(to lazy_init or init), or initialize the variable from input shapes only.'
     )
 
 

@@ -31,10 +31,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import core as jax_core
 from jax import lax
-from jax.extend import linear_util as lu
-from jax.interpreters import partial_eval as pe
+
+from flaxlike.core import partial_eval
 
 __all__ = [
   'replicate',
@@ -187,22 +186,8 @@ def partial_eval_by_shape(fn: Callable[..., Any], input_spec: Iterable[Any], *ar
     >>> jax_utils.partial_eval_by_shape(f, [((3, 2), jnp.float32)], 2.0)
     {'bias': Array([2., 2.], dtype=float32), 'y': ShapeDtypeStruct(shape=(3, 2), dtype=float32)}
   """
-  f = lambda *inputs: fn(*inputs, *args, **kwargs)
   input_structs = [_parse_spec(spec) for spec in input_spec]
-  inputs_flat, in_tree = jax.tree_util.tree_flatten(input_structs)
-  debug_info = jax.api_util.debug_info('flaxlike partial_eval_by_shape', f, (in_tree,), {})
-  f_flat, out_tree = jax.api_util.flatten_fun_nokwargs(
-    lu.wrap_init(f, debug_info=debug_info), in_tree
-  )
-  # Inputs are "unknown" partial values: everything computable without them is evaluated
-  # while tracing and comes back as a known constant.
-  in_pvals = [pe.PartialVal.unknown(jax_core.ShapedArray(x.shape, x.dtype)) for x in inputs_flat]
-  _, out_pvals, _ = pe.trace_to_jaxpr_nounits(f_flat, in_pvals)
-  out_flat = [
-    const if aval is None else jax.ShapeDtypeStruct(aval.shape, aval.dtype)
-    for aval, const in out_pvals
-  ]
-  return jax.tree_util.tree_unflatten(out_tree(), out_flat)
+  return partial_eval.evaluate_known(lambda *inputs: fn(*inputs, *args, **kwargs))(*input_structs)
 
 
 def prefetch_to_device(

@@ -296,8 +296,21 @@ def test_lazy_init_rejects_data_dependent_variables():
     scope.variable('stats', 'mean', lambda: x.mean(0))
     return x
 
-  with pytest.raises(errors.LazyInitError, match='shape: \\(3,\\)'):
+  with pytest.raises(errors.LazyInitError, match='variable stats/mean \\(shape \\(3,\\)\\)'):
     core.lazy_init(data_dependent)(KEY, jax.ShapeDtypeStruct((2, 3), jnp.float32))
+
+
+def test_lazy_init_computes_variables_from_inputs_given_as_arrays():
+  # Only inputs given by shape are unknown, as in Linen: a variable computed from an array
+  # argument gets its value, and a flag argument reaches the function as a Python value.
+  def normalizer(scope, x, y, center):
+    assert center is True
+    mean = scope.variable('stats', 'mean', lambda: x.mean(0))
+    return (y - mean.value[None]) if center else y
+
+  x = jnp.arange(6.0).reshape(2, 3)
+  variables = core.lazy_init(normalizer)(KEY, x, jax.ShapeDtypeStruct((4, 3), jnp.float32), True)
+  np.testing.assert_array_equal(variables['stats']['mean'], np.array([1.5, 2.5, 3.5]))
 
 
 # -- design tests: plain models written against the engine alone ---------------------------------

@@ -285,6 +285,28 @@ def test_lazy_init_module():
   abstract = jax.ShapeDtypeStruct((2, 3), jnp.float32)
   lazy = MLP().lazy_init(KEY, abstract)
   jax.tree_util.tree_map(np.testing.assert_array_equal, lazy, MLP().init(KEY, X))
+  # Keyword inputs may be given by shape too, as in Linen.
+  by_keyword = MLP().lazy_init(KEY, x=abstract)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, by_keyword, lazy)
+
+
+def test_lazy_init_names_the_data_dependent_variable():
+  class RunningMean(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      mean = self.variable('batch_stats', 'mean', lambda: x.mean(0))
+      return x - mean.value[None]
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return RunningMean(name='norm')(nn.Dense(3)(x))
+
+  with pytest.raises(errors.LazyInitError, match='variable batch_stats/norm/mean '):
+    Model().lazy_init(KEY, jax.ShapeDtypeStruct((2, 3), jnp.float32))
+  # The same input given as an array is known, so the statistics get their value.
+  variables = Model().lazy_init(KEY, X)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables, Model().init(KEY, X))
 
 
 def test_functional_apply_and_init():

@@ -54,6 +54,7 @@ PAGES = (
   Page('flaxlike.core.meta', 'core.meta', 'Engine', extra=('PARTITION_NAME',)),
   Page('flaxlike.core.lift', 'core.lift', 'Engine'),
   Page('flaxlike.core.staged_init', 'core.staged_init', 'Engine'),
+  Page('flaxlike.core.partial_eval', 'core.partial_eval', 'Engine'),
   Page('flaxlike.core', 'core', 'Engine'),
   Page('flaxlike.core.nn', 'core.nn', 'Engine', jax_reexports=True),
   Page('flaxlike.core.nn.initializers', 'core.nn.initializers', 'Engine', jax_reexports=True),

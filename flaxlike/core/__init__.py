@@ -8,6 +8,7 @@ from typing import Any
 from flaxlike.core import lift as lift
 from flaxlike.core import meta as meta
 from flaxlike.core import nn as nn
+from flaxlike.core import partial_eval as partial_eval
 from flaxlike.core.frozen_dict import FrozenDict as FrozenDict
 from flaxlike.core.frozen_dict import copy as copy
 from flaxlike.core.frozen_dict import freeze as freeze

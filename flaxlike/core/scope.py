@@ -11,8 +11,8 @@ Hot-path notes (see docs/design/scope.md):
 - A scope caches the dict it found at its path per collection, so reading a param costs
   two dict lookups after the first access.
 - The shape check of existing params evaluates each initializer's output shape once per
-  (initializer, arguments) and caches it, instead of tracing the initializer on every
-  ``apply`` as Linen does.
+  (initializer, arguments) and caches it (``staged_init.output_shapes``), instead of
+  tracing the initializer on every ``apply`` as Linen does.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from jax.extend.core import get_opaque_trace_state
 
 from flaxlike import errors
 from flaxlike.configurations import config
-from flaxlike.core import meta, staged_init
+from flaxlike.core import meta, partial_eval, staged_init
 from flaxlike.core.filters import CollectionFilter as CollectionFilter
 from flaxlike.core.filters import DenyList as DenyList
 from flaxlike.core.filters import Filter as Filter
@@ -122,32 +122,6 @@ class Variable(Generic[T]):
     return (
       f'Variable(collection={self.collection!r}, name={self.name!r}, path={self.scope.path_text!r})'
     )
-
-
-#################################################
-# Shape checks of existing params
-#################################################
-
-_INIT_SHAPE_CACHE: dict[Any, list[tuple[int, ...]]] = {}
-_INIT_SHAPE_CACHE_LIMIT = 8192
-
-
-def _init_shapes(init_fn: Callable[..., Any], args: tuple, kwargs: dict) -> list[tuple[int, ...]]:
-  """Leaf shapes that ``init_fn(key, *args, **kwargs)`` produces, cached when hashable."""
-  try:
-    cache_key = (init_fn, args, tuple(sorted(kwargs.items())) if kwargs else ())
-    shapes = _INIT_SHAPE_CACHE.get(cache_key)
-  except TypeError:  # unhashable arguments (e.g. arrays): evaluate every time
-    cache_key, shapes = None, None
-  if shapes is not None:
-    return shapes
-  abstract = jax.eval_shape(lambda: init_fn(jax.random.key(0), *args, **kwargs))
-  shapes = [tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(abstract)]
-  if cache_key is not None:
-    if len(_INIT_SHAPE_CACHE) >= _INIT_SHAPE_CACHE_LIMIT:
-      _INIT_SHAPE_CACHE.clear()
-    _INIT_SHAPE_CACHE[cache_key] = shapes
-  return shapes
 
 
 #################################################
@@ -694,7 +668,7 @@ class Scope:
     found = self._read_col('params')
     if found is not None and name in found:
       value = found[name]
-      expected = _init_shapes(init_fn, init_args, init_kwargs)
+      expected = staged_init.output_shapes(init_fn, init_args, init_kwargs)
       actual = jax.tree_util.tree_leaves(value)
       for leaf, shape in zip(actual, expected):
         if np.shape(leaf) != shape:
@@ -891,55 +865,18 @@ def init(
   return wrapper
 
 
-def _depends_on(jaxpr: Any, tainted_inputs: set) -> set:
-  """Variables of ``jaxpr`` computed from ``tainted_inputs`` (any equation touching a
-  tainted input taints all its outputs, which is conservative for nested jaxprs)."""
-  tainted = set(tainted_inputs)
-  for eqn in jaxpr.eqns:
-    if any(not hasattr(v, 'val') and v in tainted for v in eqn.invars):
-      tainted.update(eqn.outvars)
-  return tainted
-
-
 def lazy_init(
   fn: Callable[..., Any],
   mutable: Filter = True,
   flags: Mapping[str, Any] | None = None,
 ) -> Callable[..., Any]:
-  """Like ``init`` but returns only the variables, computed from input shapes alone.
+  """Like ``init`` but returns only the variables, and inputs may be given by shape.
 
-  Inputs may be ``jax.ShapeDtypeStruct``; the forward pass is traced but not run (XLA
-  drops the computation that no variable depends on).
+  Inputs passed as ``jax.ShapeDtypeStruct`` stand for data that is not there: the forward
+  pass on them is traced but not run (see ``core.partial_eval``).
 
   Raises:
-    LazyInitError: when a variable's value depends on the input data.
+    LazyInitError: when a variable's value depends on an input given only by shape.
   """
   init_fn = init(fn, mutable=mutable, flags=flags)
-
-  def wrapper(rngs: Any, *args, **kwargs):
-    def variables_only(rng_tree, abstract_args):
-      return init_fn(rng_tree, *abstract_args, **kwargs)[1]
-
-    rng_tree = _rng_streams(rngs, INIT_RNGS_LEAD)
-    abstract_args = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, 'dtype') else x, args
-    )
-    closed = jax.make_jaxpr(variables_only)(rng_tree, abstract_args)
-    n_rng_leaves = len(jax.tree_util.tree_leaves(rng_tree))
-    arg_vars = set(closed.jaxpr.invars[n_rng_leaves:])
-    tainted = _depends_on(closed.jaxpr, arg_vars)
-    out_leaves = jax.eval_shape(variables_only, rng_tree, abstract_args)
-    for var, leaf in zip(closed.jaxpr.outvars, jax.tree_util.tree_leaves(out_leaves)):
-      if not hasattr(var, 'val') and var in tainted:
-        raise errors.LazyInitError(leaf)
-
-    def from_zeros(rng_tree):
-      dummy = jax.tree_util.tree_map(
-        lambda s: jax.numpy.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
-        abstract_args,
-      )
-      return variables_only(rng_tree, dummy)
-
-    return jax.jit(from_zeros)(rng_tree)
-
-  return wrapper
+  return partial_eval.lazy_init(lambda rngs, *args, **kwargs: init_fn(rngs, *args, **kwargs)[1])

@@ -1,4 +1,4 @@
-"""Parameter initializers traced once per (initializer, arguments) and replayed.
+"""Parameter initializers traced, or shape-evaluated, once per (initializer, arguments).
 
 When ``init`` is traced (under ``jax.jit``, ``make_jaxpr``, ``nn.scan``, ...), every
 ``scope.param`` runs its initializer on a fresh key: a ``fold_in`` of the stream's key,
@@ -16,6 +16,10 @@ numbers, strings, such initializers). Two closures of one factory with equal set
 (``lecun_normal()`` made in each layer) share one staged function. Anything else (a user's
 initializer, arrays among the arguments) and every eager call run the initializer as
 written.
+
+``apply`` checks each existing param against the shape its initializer would produce;
+``output_shapes`` evaluates that shape once per hashable (initializer, arguments) instead of
+tracing the initializer on every call as Linen does.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ _STAGED: dict[Any, Callable[[Any, Any], Any]] = {}
 # Each entry holds a jitted function and its traces; clearing when full bounds the memory
 # a program that makes many distinct initializers can pin.
 _STAGED_LIMIT = 4096
+_OUTPUT_SHAPES: dict[Any, list[tuple[int, ...]]] = {}
+_OUTPUT_SHAPES_LIMIT = 8192
 
 
 def _register_code(code: types.CodeType) -> None:
@@ -158,3 +164,31 @@ def init_with_key(
     if staged is not None:
       return staged(key, np.uint32(_hash_suffix(suffix)))
   return init_fn(fold_static(key, suffix), *args, **kwargs)
+
+
+def output_shapes(
+  init_fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
+) -> list[tuple[int, ...]]:
+  """Leaf shapes that ``init_fn(key, *args, **kwargs)`` produces, cached when hashable.
+
+  Example:
+
+  >>> import jax
+  >>> from flaxlike.core.staged_init import output_shapes
+  >>> output_shapes(jax.nn.initializers.zeros, ((3, 2),), {})
+  [(3, 2)]
+  """
+  try:
+    cache_key = (init_fn, args, tuple(sorted(kwargs.items())) if kwargs else ())
+    shapes = _OUTPUT_SHAPES.get(cache_key)
+  except TypeError:  # unhashable arguments (e.g. arrays): evaluate every time
+    cache_key, shapes = None, None
+  if shapes is not None:
+    return shapes
+  abstract = jax.eval_shape(lambda: init_fn(jax.random.key(0), *args, **kwargs))
+  shapes = [tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(abstract)]
+  if cache_key is not None:
+    if len(_OUTPUT_SHAPES) >= _OUTPUT_SHAPES_LIMIT:
+      _OUTPUT_SHAPES.clear()
+    _OUTPUT_SHAPES[cache_key] = shapes
+  return shapes
