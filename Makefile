@@ -11,8 +11,14 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime-stamp
 EXAMPLES_STAMP := $(VENV)/.installed-examples-stamp
 # The tests also smoke-test examples/, so they need the 'examples' extra too.
 TEST_STAMP := $(VENV)/.installed-test-stamp
+# The reference implementations, in a virtualenv of their own (the library and its tests
+# never import them): Flax Linen with the Orbax it was released with, and Haiku for the
+# trace-time table. Fixture scripts and benchmarks run there with PYTHONPATH=.
+FLAXENV_STAMP := .flaxenv/.installed-stamp
+REFERENCE_PACKAGES := flax==0.12.8 jax==0.10.2 jaxlib==0.10.2 orbax-checkpoint==0.12.8 \
+	dm-haiku==0.0.17
 
-.PHONY: test demo golden orbax-fixtures flax-suite bench clean
+.PHONY: test demo golden orbax-fixtures flax-suite bench bench-vs-linen clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,17 +44,18 @@ test: $(TEST_STAMP)
 demo: $(EXAMPLES_STAMP)
 	$(PY) examples/demo.py
 
-# Re-record the Linen golden fixtures; needs flax, installed in its own venv only.
-golden:
+$(FLAXENV_STAMP): Makefile
 	test -x .flaxenv/bin/python || $(PYTHON) -m venv .flaxenv
-	.flaxenv/bin/pip install --quiet flax==0.12.8 jax==0.10.2 jaxlib==0.10.2
+	.flaxenv/bin/pip install --quiet $(REFERENCE_PACKAGES)
+	touch $(FLAXENV_STAMP)
+
+# Re-record the Linen golden fixtures; needs flax, installed in its own venv only.
+golden: $(FLAXENV_STAMP)
 	.flaxenv/bin/python tests/fixtures/make_golden.py
 
 # Re-record the Orbax checkpoint fixtures: Flax writes, flaxlike writes the same values,
 # then Flax restores flaxlike's and the verdict lands in tests/fixtures/orbax/.
-orbax-fixtures: $(TEST_STAMP)
-	test -x .flaxenv/bin/python || $(PYTHON) -m venv .flaxenv
-	.flaxenv/bin/pip install --quiet flax==0.12.8 jax==0.10.2 jaxlib==0.10.2 orbax-checkpoint==0.12.8
+orbax-fixtures: $(TEST_STAMP) $(FLAXENV_STAMP)
 	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-write
 	$(PY) tests/fixtures/make_orbax_fixtures.py flaxlike-write
 	.flaxenv/bin/python tests/fixtures/make_orbax_fixtures.py flax-read
@@ -63,6 +70,10 @@ flax-suite:
 # The benchmarks need the library alone.
 bench: $(RUNTIME_STAMP)
 	$(PY) benchmarks/run.py
+
+# The trace-time table side by side with flax.linen and Haiku, as in benchmarks/README.md.
+bench-vs-linen: $(FLAXENV_STAMP)
+	PYTHONPATH=. .flaxenv/bin/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
