@@ -97,7 +97,8 @@ def lazy_init(fn: Callable[..., Any]) -> Callable[..., Any]:
     >>> import jax, jax.numpy as jnp
     >>> from flaxlike.core import partial_eval
     >>> make = lambda key, x: {'w': jax.random.normal(key, (x.shape[-1], 2))}
-    >>> partial_eval.lazy_init(make)(jax.random.key(0), jax.ShapeDtypeStruct((8, 3), jnp.float32))['w'].shape
+    >>> x = jax.ShapeDtypeStruct((8, 3), jnp.float32)
+    >>> partial_eval.lazy_init(make)(jax.random.key(0), x)['w'].shape
     (3, 2)
   """
   evaluate = evaluate_known(fn)
